@@ -1,0 +1,5 @@
+"""pytest-autopilot: optimization experiments as pytest tests."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

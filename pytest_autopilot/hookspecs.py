@@ -1,0 +1,102 @@
+"""Extension points of pytest-autopilot, registered from ``pytest_addhooks``.
+
+Implement them in a ``conftest.py`` or a plugin. The built-in optimizers (``search``,
+``anthropic``, ``command``) and the built-in acceptance policy are ordinary implementations
+of these same hooks, registered with ``trylast`` so that a user's implementation wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_autopilot.config import AutopilotConfig
+    from pytest_autopilot.proposals import (
+        CandidateRecord,
+        FeedbackItem,
+        OptimizerContext,
+        Proposal,
+    )
+    from pytest_autopilot.results import SessionResult
+
+hookspec = pytest.hookspec
+
+
+@hookspec
+def pytest_autopilot_optimizer_names(config: pytest.Config) -> Sequence[str]:
+    """Name the optimizers this plugin provides, so that ``optimizer:`` can be validated.
+
+    :param config: the pytest config.
+    :return: names accepted by this plugin's :func:`pytest_autopilot_propose`.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def pytest_autopilot_propose(context: OptimizerContext) -> Sequence[Proposal] | None:
+    """Propose up to ``context.max_candidates`` candidates for the next round.
+
+    Answer only when ``context.optimizer`` is one of your names; return ``None`` otherwise.
+    An empty list means the optimizer has nothing left to try, which ends the loop.
+    Stops at first non-None result.
+
+    :param context: objective, gates, incumbent and baseline metrics, train feedback,
+        history of every candidate so far, parameter files with their spaces.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def pytest_autopilot_feedback(
+    context: OptimizerContext, result: SessionResult
+) -> Sequence[FeedbackItem] | None:
+    """Add feedback items for the optimizer, computed from the incumbent's session result.
+
+    Items about held-out (val/test) cases must not be returned: they are dropped.
+
+    :param context: the context being prepared (its ``feedback`` is what the loop found).
+    :param result: the incumbent's full session result.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def pytest_autopilot_accept(
+    candidate: CandidateRecord,
+    incumbent: CandidateRecord,
+    config: AutopilotConfig,
+) -> tuple[bool, str] | None:
+    """Decide whether an evaluated candidate beats the incumbent.
+
+    Called only for candidates that ran, passed the diff checks and broke no test that
+    passed on the incumbent. Stops at first non-None result.
+
+    :param candidate: the candidate, with its metrics (and samples).
+    :param incumbent: the incumbent, measured the same way.
+    :param config: the autopilot configuration (objective, acceptance settings).
+    :return: ``(accepted, reason)``.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def pytest_autopilot_candidate_done(candidate: CandidateRecord) -> None:
+    """Observe a candidate once its verdict is known.
+
+    :param candidate: the candidate record, with verdict, reason and metrics.
+    """
+
+
+@hookspec
+def pytest_autopilot_round_done(
+    round: int, candidates: Sequence[CandidateRecord], incumbent: CandidateRecord
+) -> None:
+    """Observe the end of a round.
+
+    :param round: the round number (1-based).
+    :param candidates: every candidate of the round, with its verdict.
+    :param incumbent: the incumbent after the round.
+    """

@@ -1,0 +1,1 @@
+"""Shared test configuration: the suite runs pytest inside pytest with ``pytester``."""
