@@ -122,6 +122,8 @@ class SessionResult:
     tests: dict[str, TestResult] = field(default_factory=dict)
     unmeasured: dict[str, str] = field(default_factory=dict)
     """Metric name -> why it has no value (e.g. pytest-benchmark disabled under xdist)."""
+    protected_files: list[str] = field(default_factory=list)
+    """Rootdir-relative test modules and dataset files the session used: never editable."""
 
     def resolve(self, name: str) -> Metric | None:
         """Find a metric by its name or by the node id of the test that produced it.
@@ -141,6 +143,7 @@ class SessionResult:
             "metrics": {name: m.to_json() for name, m in sorted(self.metrics.items())},
             "tests": {nodeid: t.to_json() for nodeid, t in self.tests.items()},
             "unmeasured": dict(sorted(self.unmeasured.items())),
+            "protected_files": sorted(self.protected_files),
         }
 
     @classmethod
@@ -165,7 +168,8 @@ class SessionResult:
             for nodeid, entry in data.get("tests", {}).items()
         }
         unmeasured = {str(k): str(v) for k, v in data.get("unmeasured", {}).items()}
-        return cls(metrics=metrics, tests=tests, unmeasured=unmeasured)
+        protected = [str(p) for p in data.get("protected_files", [])]
+        return cls(metrics=metrics, tests=tests, unmeasured=unmeasured, protected_files=protected)
 
 
 def ambiguous_names(metrics: Iterable[Metric]) -> dict[str, list[str]]:
