@@ -35,6 +35,20 @@ def pytest_autopilot_optimizer_names(config: pytest.Config) -> Sequence[str]:
     raise NotImplementedError
 
 
+@hookspec
+def pytest_autopilot_check(config: pytest.Config, autopilot_config: AutopilotConfig) -> None:
+    """Check, before the session runs, that the configured optimizer can work.
+
+    Called once with ``--autopilot``, after the optimizer name was validated. Raise
+    ``pytest.UsageError`` for anything the user must fix (a missing API key or command), so
+    that the run stops before the session instead of after it. Check only when
+    ``autopilot_config.optimizer`` is one of your names.
+
+    :param config: the pytest config.
+    :param autopilot_config: the loaded configuration, with command-line overrides applied.
+    """
+
+
 @hookspec(firstresult=True)
 def pytest_autopilot_propose(context: OptimizerContext) -> Sequence[Proposal] | None:
     """Propose up to ``context.max_candidates`` candidates for the next round.
