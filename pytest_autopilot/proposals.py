@@ -94,6 +94,9 @@ class OptimizerContext:
     knowledge: Sequence[tuple[str, str]]
     """(path, text) of the config's ``knowledge`` files."""
     seed: int = 0
+    protected_files: Sequence[str] = ()
+    """The incumbent session's ``SessionResult.protected_files`` (test modules and dataset
+    files, rootdir-relative): agent optimizers must never edit them, nor read the datasets."""
 
     def evaluated_params(self) -> list[dict[str, Any]]:
         """Points of the typed space already tried (whatever their verdict)."""
@@ -117,3 +120,13 @@ class Proposal:
     """Commit to branch from: any earlier commit of the experiment. Default: the incumbent."""
     params: dict[str, Any] | None = None
     usage: dict[str, float] = field(default_factory=dict)
+    """Tokens and cost; ``apply`` updates this dict in place, so read it after ``apply``
+    returns or raises."""
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    """What an LLM or agent optimizer was told and answered (prompt, replies, tool calls and
+    results), filled in place by ``apply``, for the journal. Never holds a key or token."""
+
+
+class CandidateFailed(Exception):
+    """Raised by ``Proposal.apply`` when the candidate could not be made (e.g. the API kept
+    failing after its retries); the message is the reason recorded with verdict ``failed``."""
