@@ -78,7 +78,7 @@ class GateSpec:
 
 @dataclass(frozen=True)
 class AnthropicSettings:
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     max_tokens: int = 8192
     temperature: float | None = None
     budget_usd: float | None = None
