@@ -30,11 +30,6 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 YAML_SUFFIXES = (".yaml", ".yml")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
-MARKER_HELP = (
-    "dataset(path): one test item per case of a YAML or JSON Lines file (relative to the "
-    "rootdir); the test takes the case mapping as its `case` argument. See pytest-autopilot."
-)
-
 
 class DatasetError(Exception):
     """A dataset file or marker that cannot be used; the message names the file and line."""

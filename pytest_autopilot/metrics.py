@@ -14,6 +14,8 @@ passed, failed or errored: skipped cases are left out of both.
 
 The per-test hot path is one cheap report hook; everything else happens at collection, for
 the few tests that use the fixture or pytest-benchmark, and once at the end of the session.
+This module is imported by every pytest run, so it defines no dataclass and imports the
+result types only when a result is built.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_autopilot.datasets import Case
-from pytest_autopilot.results import Goal, Metric, Outcome, SessionResult, TestResult
+if TYPE_CHECKING:
+    from pytest_autopilot.results import Goal, Metric, Outcome, SessionResult, TestResult
 
 MAX_MESSAGE = 2000
 """Longest failure message kept per test: enough for an assertion, not a whole traceback."""
@@ -134,6 +136,8 @@ class SessionRecorder:
             except ValueError:
                 continue
         if datasets_used:
+            from pytest_autopilot.datasets import Case
+
             for item in items:
                 callspec = getattr(item, "callspec", None)
                 case = callspec.params.get("case") if callspec is not None else None
@@ -205,6 +209,8 @@ def failure_message(report: pytest.TestReport) -> str:
 
 def outcomes_from_reports(reports: Iterable[pytest.TestReport]) -> dict[str, TestResult]:
     """One result per test from its reports: a setup or teardown failure is an error."""
+    from pytest_autopilot.results import TestResult
+
     results: dict[str, TestResult] = {}
     for report in reports:
         outcome: Outcome
@@ -248,6 +254,8 @@ def aggregate(
 ) -> SessionResult:
     """Compute every metric from per-test data, in node id order so the result never depends
     on which process ran which test or in which order."""
+    from pytest_autopilot.results import Metric, SessionResult
+
     result = SessionResult(protected_files=sorted(set(protected)))
     metrics = result.metrics
     unmeasured = result.unmeasured
@@ -299,6 +307,8 @@ def _benchmark_metrics(
     metrics: dict[str, Metric],
     unmeasured: dict[str, str],
 ) -> None:
+    from pytest_autopilot.results import Metric
+
     ran = sorted(nodeid for nodeid in bench if nodeid in tests)
     shorts: dict[str, list[str]] = {}
     for nodeid in ran:
@@ -324,6 +334,8 @@ def _recorded_metrics(
     metrics: dict[str, Metric],
     unmeasured: dict[str, str],
 ) -> None:
+    from pytest_autopilot.results import Metric
+
     by_name: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     for nodeid in sorted(extras):
         if nodeid in tests:

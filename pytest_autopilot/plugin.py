@@ -1,3 +1,403 @@
-"""pytest hooks only: options, configuration and wiring (placeholder until the foundation lands)."""
+"""pytest hooks only: options, configuration and wiring.
+
+Installed and not asked for, the plugin only records in memory: no file, no output, no change
+of exit status, and no import of ``yaml``, ``anthropic`` or ``spdl``. The flags switch on the
+gate, the output files and the optimization loop; the loop itself lives in
+:mod:`pytest_autopilot.loop` and is imported only for ``--autopilot``.
+
+Every pytest run imports this module and :mod:`pytest_autopilot.metrics`, nothing more of the
+package: datasets, config, gates and reports are imported by the code paths that use them.
+"""
 
 from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_autopilot import metrics
+
+if TYPE_CHECKING:
+    from pytest_autopilot.config import AutopilotConfig, DatasetSettings
+    from pytest_autopilot.datasets import DatasetCatalog
+    from pytest_autopilot.proposals import GateStatus
+    from pytest_autopilot.results import SessionResult
+
+MARKER_HELP = (
+    "dataset(path): one test item per case of a YAML or JSON Lines file (relative to the "
+    "rootdir); the test takes the case mapping as its `case` argument. See pytest-autopilot."
+)
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def experiment_name(text: str) -> str:
+    if not NAME_RE.fullmatch(text) or ".." in text or text.endswith((".", ".lock")):
+        raise argparse.ArgumentTypeError(
+            "expected a name of letters, digits, '.', '_' and '-' (it becomes the git branch "
+            f"autopilot/<name>), got {text!r}"
+        )
+    return text
+
+
+def optimizer_name(text: str) -> str:
+    if not NAME_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected an optimizer name such as search, anthropic or command, got {text!r}"
+        )
+    return text
+
+
+def file_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    return text
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("autopilot", "pytest-autopilot: metrics, gates and optimization")
+    group.addoption(
+        "--autopilot",
+        action="store_true",
+        help="after the session (round 0, the baseline), run the optimization loop",
+    )
+    group.addoption(
+        "--autopilot-gate",
+        action="store_true",
+        help="after the session, check the gates of autopilot.yaml; a failing gate exits 1",
+    )
+    for flag, metavar, kind, help_text in (
+        ("--autopilot-config", "PATH", file_path, "autopilot config (default: autopilot.yaml)"),
+        ("--autopilot-baseline", "PATH", file_path, "metrics file relative gates compare to"),
+        ("--autopilot-save", "PATH", file_path, "write this session's metrics, for a baseline"),
+        ("--autopilot-json", "PATH", file_path, "write metrics, gates and rounds as JSON"),
+        ("--autopilot-report", "PATH", file_path, "write a Markdown report (and to GitHub)"),
+        ("--autopilot-optimizer", "NAME", optimizer_name, "override the config's optimizer"),
+        ("--autopilot-rounds", "N", positive_int, "override budget.rounds"),
+        ("--autopilot-candidates", "K", positive_int, "override budget.candidates"),
+        ("--autopilot-experiment", "NAME", experiment_name, "override the experiment name"),
+    ):
+        group.addoption(
+            flag,
+            metavar=metavar,
+            type=kind,
+            default=None,
+            dest=flag[2:].replace("-", "_"),
+            help=help_text,
+        )
+    group.addoption(
+        "--autopilot-fresh",
+        action="store_true",
+        help="forget the saved state of this experiment and start over (default: resume)",
+    )
+    group.addoption(
+        "--autopilot-apply",
+        action="store_true",
+        help="at the end, bring the best commit onto the current branch (clean tree only)",
+    )
+    parser.addini(
+        "autopilot_config",
+        type="string",
+        default="",
+        help="path of the autopilot config, relative to the rootdir (default: autopilot.yaml)",
+    )
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_autopilot import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+plugin_key = pytest.StashKey["AutopilotPlugin"]()
+
+
+class Flags:
+    """The autopilot command-line flags, paths resolved against the invocation directory."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        opt = config.option
+        here = config.invocation_params.dir
+
+        def path(value: str | None) -> Path | None:
+            return None if value is None else here / value
+
+        self.loop = bool(opt.autopilot)
+        self.gate = bool(opt.autopilot_gate)
+        self.baseline = path(opt.autopilot_baseline)
+        self.save = path(opt.autopilot_save)
+        self.json = path(opt.autopilot_json)
+        self.report = path(opt.autopilot_report)
+        self.optimizer: str | None = opt.autopilot_optimizer
+        self.rounds: int | None = opt.autopilot_rounds
+        self.candidates: int | None = opt.autopilot_candidates
+        self.experiment: str | None = opt.autopilot_experiment
+        self.fresh = bool(opt.autopilot_fresh)
+        self.apply = bool(opt.autopilot_apply)
+
+    def check(self) -> None:
+        """Refuse flags that would silently do nothing."""
+        loop_only = {
+            "--autopilot-optimizer": self.optimizer is not None,
+            "--autopilot-rounds": self.rounds is not None,
+            "--autopilot-candidates": self.candidates is not None,
+            "--autopilot-experiment": self.experiment is not None,
+            "--autopilot-fresh": self.fresh,
+            "--autopilot-apply": self.apply,
+        }
+        if not self.loop:
+            for flag, given in loop_only.items():
+                if given:
+                    raise pytest.UsageError(f"{flag} works only with --autopilot")
+        if self.baseline is not None and not (self.gate or self.loop):
+            raise pytest.UsageError(
+                "--autopilot-baseline works only with --autopilot-gate or --autopilot "
+                "(it is what relative gates compare against)"
+            )
+
+
+class AutopilotPlugin:
+    """The session state of pytest-autopilot, kept in ``config.stash[plugin_key]``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.flags = Flags(config)
+        workerinput = getattr(config, "workerinput", None)
+        self.worker = workerinput is not None
+        workers = int(workerinput.get("workercount", 0)) if workerinput is not None else None
+        self.recorder = metrics.SessionRecorder(config.rootpath, workers)
+        self._datasets: DatasetCatalog | None = None
+        self._autopilot_config: AutopilotConfig | None = None
+        self._result: SessionResult | None = None
+        self.baseline: SessionResult | None = None
+        self.statuses: list[GateStatus] = []
+        self.errors: list[str] = []
+        self.written: list[Path] = []
+        self.helpers: list[object] = []
+        """Hook objects registered for this session only (xdist, pytest-benchmark)."""
+
+    def autopilot_config(self) -> AutopilotConfig:
+        """``autopilot.yaml`` with the command-line overrides, read once and only when needed."""
+        if self._autopilot_config is None:
+            from pytest_autopilot.config import load_config
+
+            loaded = load_config(self.config)
+            flags = self.flags
+            budget = loaded.budget
+            if flags.rounds is not None:
+                budget = dataclasses.replace(budget, rounds=flags.rounds)
+            if flags.candidates is not None:
+                budget = dataclasses.replace(budget, candidates=flags.candidates)
+            self._autopilot_config = dataclasses.replace(
+                loaded,
+                budget=budget,
+                optimizer=flags.optimizer or loaded.optimizer,
+                experiment=flags.experiment or loaded.experiment,
+            )
+        return self._autopilot_config
+
+    def _dataset_settings(self) -> DatasetSettings:
+        return self.autopilot_config().datasets
+
+    def result(self) -> SessionResult:
+        """What this session measured (on an xdist worker: only its own tests)."""
+        if self._result is None:
+            self._result = self.recorder.result()
+        return self._result
+
+    def configure(self) -> None:
+        """Fail fast, before any test runs, on a bad flag, config, baseline or loop setup."""
+        if self.worker:
+            return
+        flags = self.flags
+        flags.check()
+        if flags.gate or flags.loop:
+            autopilot_config = self.autopilot_config()
+            if flags.baseline is not None:
+                from pytest_autopilot.results import read_session_file
+
+                self.baseline = read_session_file(flags.baseline)
+            if flags.loop:
+                from pytest_autopilot.loop.controller import prepare_loop
+
+                prepare_loop(self.config, autopilot_config)
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        marker = metafunc.definition.get_closest_marker("dataset")
+        if marker is not None:
+            from pytest_autopilot.datasets import DatasetCatalog, DatasetError
+
+            if self._datasets is None:
+                self._datasets = DatasetCatalog(self.config.rootpath, self._dataset_settings)
+            try:
+                self._datasets.parametrize(metafunc, marker)
+            except (DatasetError, pytest.UsageError) as exc:
+                raise pytest.Collector.CollectError(str(exc)) from None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        used = self._datasets.used if self._datasets is not None else set()
+        self.recorder.collected(session.items, used)
+        if self.recorder.benchmark_items:
+            watcher = BenchmarkWatcher(self.recorder)
+            self.config.pluginmanager.register(watcher, "autopilot-benchmark")
+            self.helpers.append(watcher)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.recorder.add_report(report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.worker:
+            workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
+            workeroutput["autopilot"] = self.recorder.worker_output()
+            return
+        flags = self.flags
+        xml = _junit_xml(self.config)
+        if xml is not None:
+            for name, value in metrics.junit_properties(self.result()):
+                xml.add_global_property(name, value)
+        if not (flags.gate or flags.loop or flags.json or flags.save or flags.report):
+            return
+        result = self.result()
+        loop_payload: dict[str, Any] | None = None
+        try:
+            if flags.gate or flags.loop:
+                from pytest_autopilot.gates import evaluate_gates
+
+                self.statuses = evaluate_gates(self.autopilot_config(), result, self.baseline)
+                if (
+                    flags.gate
+                    and session.exitstatus == pytest.ExitCode.OK
+                    and not all(s.passed for s in self.statuses)
+                ):
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            if flags.loop:
+                from pytest_autopilot.loop.controller import run_loop
+
+                outcome = run_loop(self.config, self.autopilot_config(), result)
+                session.exitstatus = outcome.exit_status
+                loop_payload = outcome.payload
+        except pytest.UsageError as exc:
+            self.errors.append(str(exc))
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        self._write(result, loop_payload, session)
+
+    def _write(
+        self, result: SessionResult, loop_payload: dict[str, Any] | None, session: pytest.Session
+    ) -> None:
+        from pytest_autopilot import report
+
+        payload = report.build_payload(result, self.statuses, loop_payload)
+        if self.errors:
+            payload["passed"] = False
+            payload["error"] = "; ".join(self.errors)
+        flags = self.flags
+        try:
+            self.written = report.write_outputs(
+                payload,
+                result,
+                json_path=flags.json,
+                save_path=flags.save,
+                report_path=flags.report,
+            )
+        except OSError as exc:
+            self.errors.append(f"cannot write {exc.filename}: {exc.strerror}")
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.worker:
+            return
+        lines: list[str] = []
+        if self.flags.gate:
+            from pytest_autopilot.report import gate_lines
+
+            lines += gate_lines(self.statuses, self.baseline)
+        here = self.config.invocation_params.dir
+        lines += [f"autopilot: wrote {_shown(path, here)}" for path in self.written]
+        lines += [f"autopilot: ERROR: {error}" for error in self.errors]
+        if not lines:
+            return
+        terminalreporter.ensure_newline()
+        for line in lines:
+            red = "ERROR" in line or " FAIL " in line or "failed" in line
+            terminalreporter.write_line(line, red=red, green=not red and "PASS" in line)
+
+
+class BenchmarkWatcher:
+    """Registered only when the collection holds pytest-benchmark tests."""
+
+    def __init__(self, recorder: metrics.SessionRecorder) -> None:
+        self.recorder = recorder
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        if item.nodeid in self.recorder.benchmark_items:
+            self.recorder.benchmark_done(item)
+
+
+class XdistHooks:
+    """The controller's side of pytest-xdist: merge what every worker recorded."""
+
+    def __init__(self, recorder: metrics.SessionRecorder) -> None:
+        self.recorder = recorder
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        data = getattr(node, "workeroutput", {}).get("autopilot")
+        if data:
+            self.recorder.merge_worker_output(data)
+
+
+def _shown(path: Path, here: Path) -> str:
+    try:
+        return path.relative_to(here).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _junit_xml(config: pytest.Config) -> Any:
+    if not getattr(config.option, "xmlpath", None):
+        return None
+    from _pytest.junitxml import xml_key
+
+    return config.stash.get(xml_key, None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    plugin = AutopilotPlugin(config)
+    plugin.configure()
+    config.stash[plugin_key] = plugin
+    config.pluginmanager.register(plugin, "autopilot-session")
+    if not plugin.worker and config.pluginmanager.hasplugin("xdist"):
+        xdist_hooks = XdistHooks(plugin.recorder)
+        config.pluginmanager.register(xdist_hooks, "autopilot-xdist")
+        plugin.helpers.append(xdist_hooks)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(plugin_key, None)
+    if plugin is not None:
+        del config.stash[plugin_key]
+        for helper in plugin.helpers:
+            config.pluginmanager.unregister(helper)
+        config.pluginmanager.unregister(plugin)
+
+
+@pytest.fixture
+def autopilot(request: pytest.FixtureRequest) -> metrics.Recorder:
+    """Record metrics (``record``), dataset scores (``score``) and notes (``feedback``)."""
+    return request.config.stash[plugin_key].recorder.fixture(request.node.nodeid)
