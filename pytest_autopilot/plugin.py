@@ -326,6 +326,8 @@ class AutopilotPlugin:
             from pytest_autopilot.report import gate_lines
 
             lines += gate_lines(self.statuses, self.baseline)
+            if not self.statuses and not self.errors:
+                lines.append("autopilot: no gates to check (add `gates:` to autopilot.yaml)")
         here = self.config.invocation_params.dir
         lines += [f"autopilot: wrote {_shown(path, here)}" for path in self.written]
         lines += [f"autopilot: ERROR: {error}" for error in self.errors]

@@ -39,7 +39,11 @@ def threshold_text(kind: str, threshold: float) -> str:
 
 
 def gate_lines(statuses: Sequence[GateStatus], baseline: SessionResult | None = None) -> list[str]:
-    """One line per gate (metric, value, threshold, baseline, verdict), then a summary line."""
+    """One line per gate (metric, value, threshold, baseline, verdict), then a summary line.
+
+    The gate's reason is added where the numbers alone do not explain the verdict: a metric
+    that was not measured, or the statistics behind a relative gate.
+    """
     lines = []
     for status in statuses:
         verdict = "PASS" if status.passed else "FAIL"
@@ -49,7 +53,7 @@ def gate_lines(statuses: Sequence[GateStatus], baseline: SessionResult | None = 
             base = baseline.resolve(status.metric) if baseline is not None else None
             condition += f", baseline {fmt(base.value) if base is not None else 'n/a'}"
         line = f"{PREFIX} {verdict} {status.metric} = {value} ({condition})"
-        if status.reason:
+        if status.reason and (status.value is None or status.kind in RELATIVE_KINDS):
             line += f": {status.reason}"
         lines.append(line)
     if statuses:

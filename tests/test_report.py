@@ -28,7 +28,7 @@ def test_gate_lines_name_metric_value_threshold_baseline_and_verdict() -> None:
     ]
     lines = gate_lines(statuses, baseline=session(test_step_time=0.012))
     assert lines == [
-        "autopilot: FAIL test_step_time = 0.0123 (max 0.012): 0.0123 > 0.012",
+        "autopilot: FAIL test_step_time = 0.0123 (max 0.012)",
         "autopilot: PASS test_step_time = 0.0121 (max_regression 5%, baseline 0.012): within noise",
         "autopilot: FAIL test_io = not measured (max 1): not measured: disabled under xdist",
         "autopilot: 2 of 3 gates failed",
@@ -273,7 +273,7 @@ def test_markdown_report_and_github_step_summary(
     )
     assert result.ret == 0
     report = (pytester.path / "out" / "report.md").read_text()
-    assert "| accuracy | min 0.5 | 0.8 | pass |  |" in report
+    assert "| accuracy | min 0.5 | 0.8 | pass | 0.8 >= min 0.5 |" in report
     assert "| accuracy | 0.8 | max | 5 |" in report
     assert summary.read_text() == "earlier step\n" + report + "\n"
     result.stdout.fnmatch_lines(["autopilot: wrote m.json", "autopilot: wrote out/report.md"])
@@ -324,3 +324,10 @@ def test_loop_flag_wires_prepare_and_run_loop(
     assert data["baseline"]["commit"] == "b0"
     assert data["passed"] is False
     assert data["gates"][0]["metric"] == "accuracy"
+
+
+def test_gate_without_gates_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest("--autopilot-gate")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["autopilot: no gates to check (add `gates:` to autopilot.yaml)"])
