@@ -143,7 +143,7 @@ def _relative(
     else:
         passed = stats.has_gain(cmp, goal, gate.threshold)
         verdict = _gain_verdict(cmp, passed, allowed, goal, gate.threshold)
-    reason = f"{_fmt(metric.value)} vs baseline {_fmt(base.value)}: {cmp.describe()}: {verdict}"
+    reason = f"{cmp.describe()} vs baseline {_fmt(base.value)}: {verdict}"
     if not cmp.with_samples:
         reason += f" ({cmp.method})"
     return GateStatus(gate.metric, gate.kind, gate.threshold, metric.value, passed, reason)
