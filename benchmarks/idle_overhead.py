@@ -8,7 +8,7 @@ that machine load affects every mode alike, three ways of running it:
 - ``gate``: ``pytest --autopilot-gate`` with a small ``autopilot.yaml`` (one gate on
   ``tests.passed``).
 
-Each mode runs ``--repeat`` times (default 9) in rotating order; the medians of the wall times
+Each mode runs ``--repeat`` times (default 15) in rotating order; the medians of the wall times
 give the ratios idle/off (target <= 1.02) and gate/off (target <= 1.05). ``--check`` makes the
 exit status 1 when a target is missed.
 
@@ -75,7 +75,7 @@ def run(root: Path, args: list[str], env: dict[str, str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     options = parser.parse_args()

@@ -294,7 +294,8 @@ class AutopilotPlugin:
         except pytest.UsageError as exc:
             self.errors.append(str(exc))
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        self._write(result, loop_payload, session)
+        if flags.json or flags.save or flags.report:
+            self._write(result, loop_payload, session)
 
     def _write(
         self, result: SessionResult, loop_payload: dict[str, Any] | None, session: pytest.Session
