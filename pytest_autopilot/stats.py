@@ -73,8 +73,8 @@ class Comparison:
 
     @property
     def informative(self) -> bool:
-        """Whether the interval bounds the ratio at all."""
-        return self.low > 0.0 and math.isfinite(self.high)
+        """Whether the interval bounds the ratio at all (an unbounded one has low 0 or -inf)."""
+        return math.isfinite(self.low) and self.low != 0.0 and math.isfinite(self.high)
 
     @property
     def with_samples(self) -> bool:
