@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_autopilot.config import ALWAYS_PROTECTED, AutopilotConfig, ChoiceDimension, Dimension
+from pytest_autopilot.config import AutopilotConfig, ChoiceDimension, Dimension, protected_globs
 from pytest_autopilot.proposals import CandidateRecord, GateStatus, OptimizerContext
-from pytest_autopilot.results import Metric
+from pytest_autopilot.results import Metric, SessionResult
 
 MAX_PARAMETER_CHARS = 60_000
 """Parameter file contents shown inline, in total; the model can view the rest."""
@@ -82,13 +82,9 @@ def build_prompt(
 
 
 def protected_patterns(config: AutopilotConfig, protected_files: Iterable[str]) -> list[str]:
-    """Every protected glob and file, in a stable order: fixed ones, config, session files."""
-    patterns = [*ALWAYS_PROTECTED, *config.protected]
-    relpath = config.relpath()
-    if relpath is not None:
-        patterns.append(relpath)
-    patterns.extend(sorted(set(protected_files)))
-    return list(dict.fromkeys(patterns))
+    """:func:`~pytest_autopilot.config.protected_globs` in a stable order (session files
+    sorted), so that the prompt prefix stays byte-identical."""
+    return protected_globs(config, SessionResult(protected_files=sorted(set(protected_files))))
 
 
 def stable_prefix(

@@ -1,0 +1,345 @@
+"""``optimizer: anthropic`` with the real ``anthropic`` client against a local scripted server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_messages_api import (
+    Error,
+    FakeMessagesAPI,
+    Hang,
+    Reply,
+    Request,
+    done,
+    make_context,
+    text,
+    tool_reply,
+    tool_use,
+)
+
+from pytest_autopilot.config import AnthropicSettings, AutopilotConfig
+from pytest_autopilot.optimizers import anthropic_api
+from pytest_autopilot.optimizers.anthropic_api import Conversation, cost_usd, price_of
+from pytest_autopilot.proposals import CandidateFailed, CandidateRecord, Proposal
+
+FAKE_KEY = "sk-ant-fake-0123456789abcdef"
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        for variable in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
+            monkeypatch.delenv(variable, raising=False)
+        yield server
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    (root / "params.yaml").write_text("workers: 2\n")
+    (root / "test_speed.py").write_text("def test_speed():\n    pass\n")
+    (root / "data" / "cases.yaml").write_text("- {id: a, label: secret-label}\n")
+    (tmp_path / "outside.txt").write_text("not yours\n")
+    (root / "escape.txt").symlink_to(tmp_path / "outside.txt")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    return root
+
+
+def propose(repo: Path, **kwargs: Any) -> list[Proposal]:
+    proposals = anthropic_api.pytest_autopilot_propose(make_context(repo, **kwargs))
+    assert proposals is not None
+    return list(proposals)
+
+
+def run(proposal: Proposal, worktree: Path) -> str | None:
+    assert isinstance(proposal.apply, Conversation)
+    return proposal.apply(worktree)
+
+
+def tool_results(request: Request) -> list[dict[str, Any]]:
+    last = request.body["messages"][-1]
+    return [b for b in last["content"] if b["type"] == "tool_result"]
+
+
+EDIT = {
+    "command": "str_replace",
+    "path": "params.yaml",
+    "old_str": "workers: 2",
+    "new_str": "workers: 8",
+}
+
+
+def test_a_conversation_edits_a_parameter_and_ends(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(tool_reply(EDIT), done("More workers overlap the I/O waits."))
+    [proposal] = propose(repo)
+    rationale = run(proposal, repo)
+
+    assert (repo / "params.yaml").read_text() == "workers: 8\n"
+    assert rationale is not None and rationale.startswith("More workers overlap the I/O waits.")
+    first, second = api.message_requests
+    assert FAKE_KEY in first.headers.get("x-api-key", first.headers.get("authorization", ""))
+    assert first.body["tools"][0]["type"] == "text_editor_20250728"
+    assert first.body["tools"][0]["name"] == "str_replace_based_edit_tool"
+    assert first.body["model"] == AnthropicSettings().model
+    [result] = tool_results(second)
+    assert result["is_error"] is False
+    assert result["tool_use_id"] == first_tool_id(api, 0)
+    assert proposal.usage["requests"] == 2
+    assert proposal.usage["output_tokens"] == sum(u["output_tokens"] for u in api.usage_log)
+    kinds = [entry["kind"] for entry in proposal.transcript]
+    assert kinds == ["prompt", "reply", "tool_result", "reply"]
+
+
+def first_tool_id(api: FakeMessagesAPI, request_index: int) -> str:
+    later = api.message_requests[request_index + 1].body["messages"]
+    assistant = later[-2]
+    return str(next(b["id"] for b in assistant["content"] if b["type"] == "tool_use"))
+
+
+def test_refused_edits_are_error_results_and_the_conversation_goes_on(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    refused = [
+        {"command": "str_replace", "path": "test_speed.py", "old_str": "pass", "new_str": "1"},
+        {"command": "create", "path": "data/cases.yaml", "file_text": "- {id: a}\n"},
+        {"command": "create", "path": "../outside.txt", "file_text": "pwned\n"},
+        {"command": "create", "path": "escape.txt", "file_text": "pwned\n"},
+        {"command": "view", "path": "data/cases.yaml"},
+    ]
+    api.script(tool_reply(*refused), tool_reply(EDIT), done())
+    [proposal] = propose(repo)
+    run(proposal, repo)
+
+    results = tool_results(api.message_requests[1])
+    assert [r["is_error"] for r in results] == [True] * 5
+    assert "protected" in results[0]["content"]
+    assert "cannot be read" in results[1]["content"]
+    assert "outside the repository" in results[2]["content"]
+    assert "outside the repository" in results[3]["content"]
+    assert "cannot be read" in results[4]["content"]
+    assert all("secret-label" not in json.dumps(r.body) for r in api.message_requests)
+    assert (repo / "test_speed.py").read_text() == "def test_speed():\n    pass\n"
+    assert (repo.parent / "outside.txt").read_text() == "not yours\n"
+    assert (repo / "params.yaml").read_text() == "workers: 8\n"
+
+
+def test_malformed_tool_input_gets_an_error_result(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(
+        Reply(
+            [text("hmm"), tool_use({"command": "str_replace", "path": ["params.yaml"]})],
+            stop_reason="tool_use",
+        ),
+        Reply([tool_use("not an object")], stop_reason="tool_use"),
+        Reply([tool_use({"command": "view"}, name="bash")], stop_reason="tool_use"),
+        tool_reply(EDIT),
+        done(),
+    )
+    [proposal] = propose(repo)
+    run(proposal, repo)
+    errors = [tool_results(r)[0] for r in api.message_requests[1:4]]
+    assert [e["is_error"] for e in errors] == [True, True, True]
+    assert "`path` must be a non-empty string" in errors[0]["content"]
+    assert "must be an object" in errors[1]["content"]
+    assert "unknown tool 'bash'" in errors[2]["content"]
+    assert (repo / "params.yaml").read_text() == "workers: 8\n"
+
+
+def test_rate_limit_is_retried(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(Error(429, "slow down"), tool_reply(EDIT), done())
+    [proposal] = propose(repo)
+    run(proposal, repo)
+    assert len(api.message_requests) == 3
+    assert api.message_requests[1].headers["x-stainless-retry-count"] == "1"
+    assert (repo / "params.yaml").read_text() == "workers: 8\n"
+
+
+def test_overload_past_the_retries_fails_the_candidate(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(*[Error(529, "Overloaded")] * 3)
+    [proposal] = propose(repo, anthropic=AnthropicSettings(max_retries=2))
+    with pytest.raises(CandidateFailed) as failure:
+        run(proposal, repo)
+    assert str(failure.value) == "anthropic API 529 overloaded_error after 2 retries: Overloaded"
+    assert len(api.message_requests) == 3
+    assert proposal.transcript[-1] == {**proposal.transcript[-1], "kind": "error"}
+
+
+def test_a_hanging_server_times_out_and_fails(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(Hang(2.0), Hang(2.0))
+    [proposal] = propose(repo, anthropic=AnthropicSettings(max_retries=1, timeout=0.3))
+    start = time.monotonic()
+    with pytest.raises(CandidateFailed, match=r"timed out \(0.3 s\) after 1 retries"):
+        run(proposal, repo)
+    assert time.monotonic() - start < 3
+
+
+def test_a_conversation_without_edits_fails_with_the_reply(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    api.script(done("I see nothing to improve."))
+    [proposal] = propose(repo)
+    with pytest.raises(CandidateFailed, match=r"changed no file.*I see nothing to improve"):
+        run(proposal, repo)
+
+
+def test_turn_limit_bounds_the_conversation(api: FakeMessagesAPI, repo: Path) -> None:
+    api.handler = lambda request: tool_reply({"command": "view", "path": "params.yaml"}, EDIT)
+    [proposal] = propose(repo, anthropic=AnthropicSettings(max_turns=3))
+    rationale = run(proposal, repo)
+    assert len(api.message_requests) == 3
+    assert rationale is not None and "max_turns=3" in rationale
+
+
+def test_prefix_is_byte_identical_and_cached(api: FakeMessagesAPI, repo: Path) -> None:
+    """Two candidates of one round and a candidate of a later round share the prefix."""
+    api.handler = lambda request: tool_reply(EDIT) if len(request.body["messages"]) == 1 else done()
+    knowledge = [("docs/tuning.md", "Workers help until the disk saturates.\n" * 200)]
+    first_round = propose(repo, candidates=2, knowledge=knowledge)
+    for proposal in first_round:
+        (repo / "params.yaml").write_text("workers: 2\n")
+        run(proposal, repo)
+    history = [
+        CandidateRecord("r1c1", 1, "1" * 40, "0" * 40, "more workers", "rejected", "no gain")
+    ]
+    [later] = propose(repo, round=2, history=history, knowledge=knowledge)
+    (repo / "params.yaml").write_text("workers: 2\n")
+    run(later, repo)
+
+    requests = api.message_requests
+    openers = [r for r in requests if len(r.body["messages"]) == 1]
+    assert len(openers) == 3
+    prefixes = {json.dumps([r.body["tools"], r.body["system"]]).encode() for r in requests}
+    assert len(prefixes) == 1
+    assert requests[0].body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert requests[0].body["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    assert "Workers help" in requests[0].body["system"][0]["text"]
+    tasks = {r.body["messages"][0]["content"][0]["text"] for r in openers}
+    assert len(tasks) == 3, "each candidate gets its own task"
+    # The first request writes the cache; every later one reads the prefix back.
+    assert api.usage_log[0]["cache_read_input_tokens"] == 0
+    assert api.usage_log[0]["cache_creation_input_tokens"] > 1000
+    assert all(u["cache_read_input_tokens"] > 1000 for u in api.usage_log[1:])
+    total = {k: sum(p.usage[k] for p in [*first_round, later]) for k in later.usage}
+    assert total["cache_read_input_tokens"] == sum(
+        u["cache_read_input_tokens"] for u in api.usage_log
+    )
+    assert total["cost_usd"] == pytest.approx(
+        sum(cost_usd(u, price_of(AnthropicSettings())) for u in api.usage_log)
+    )
+
+
+def test_budget_spent_in_history_ends_the_loop(api: FakeMessagesAPI, repo: Path) -> None:
+    spent = CandidateRecord("r1c1", 1, None, None, "x", "failed", usage={"cost_usd": 0.6})
+    settings = AnthropicSettings(budget_usd=1.0)
+    assert len(propose(repo, anthropic=settings, history=[spent])) == 1
+    assert propose(repo, anthropic=settings, history=[spent, spent]) == []
+    assert api.requests == []
+
+
+def test_budget_crossed_mid_conversation_stops_it(api: FakeMessagesAPI, repo: Path) -> None:
+    # 1 M output tokens of the default model cost 15 USD: one reply crosses a 10 USD budget.
+    api.script(Reply(tool_reply(EDIT).content, "tool_use", output_tokens=1_000_000), done())
+    [proposal] = propose(repo, anthropic=AnthropicSettings(budget_usd=10.0))
+    rationale = run(proposal, repo)
+    assert len(api.message_requests) == 1
+    assert rationale is not None and "budget_usd 10 is spent" in rationale
+    assert proposal.usage["cost_usd"] >= 15.0
+    assert (repo / "params.yaml").read_text() == "workers: 8\n"
+
+
+def test_prices_follow_the_table_and_the_config() -> None:
+    assert price_of(AnthropicSettings(model="claude-opus-4-1-20250805")) == (15.0, 75.0)
+    assert price_of(AnthropicSettings(model="claude-opus-4-8")) == (5.0, 25.0)
+    assert price_of(AnthropicSettings(model="claude-haiku-4-5")) == (1.0, 5.0)
+    assert price_of(AnthropicSettings(model="mine", prices={"mine": (2.0, 4.0)})) == (2.0, 4.0)
+    assert price_of(AnthropicSettings(model="claude-fable-5")) is None
+    usage = {
+        "input_tokens": 1e6,
+        "output_tokens": 1e6,
+        "cache_creation_input_tokens": 1e6,
+        "cache_read_input_tokens": 1e6,
+    }
+    assert cost_usd(usage, (3.0, 15.0)) == pytest.approx(3 + 15 + 3.75 + 0.3)
+
+
+def test_the_default_model_is_not_deprecated() -> None:
+    from anthropic.resources.messages.messages import DEPRECATED_MODELS
+
+    assert AnthropicSettings().model not in DEPRECATED_MODELS
+    assert price_of(AnthropicSettings()) is not None
+
+
+def test_missing_key_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for variable in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    config = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="anthropic")
+    with pytest.raises(pytest.UsageError, match="set the ANTHROPIC_API_KEY environment variable"):
+        anthropic_api.pytest_autopilot_check(None, config)  # type: ignore[arg-type]
+    anthropic_api.pytest_autopilot_check(None, AutopilotConfig(path=None, rootdir=tmp_path))  # type: ignore[arg-type]
+
+
+def test_an_unpriced_model_with_a_budget_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+    settings = AnthropicSettings(model="claude-fable-5", budget_usd=1.0)
+    config = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="anthropic", anthropic=settings)
+    with pytest.raises(pytest.UsageError, match=r"anthropic.prices: no price is known"):
+        anthropic_api.pytest_autopilot_check(None, config)  # type: ignore[arg-type]
+
+
+def test_the_key_is_never_recorded(api: FakeMessagesAPI, repo: Path) -> None:
+    """Even when a file the model views holds the key, the transcript masks it."""
+    (repo / "notes.txt").write_text(f"ANTHROPIC_API_KEY={FAKE_KEY}\n")
+    api.script(
+        tool_reply({"command": "view", "path": "notes.txt"}, EDIT),
+        done(f"The key is {FAKE_KEY}"),
+    )
+    [proposal] = propose(repo)
+    rationale = run(proposal, repo)
+    assert FAKE_KEY in json.dumps(api.message_requests[1].body)  # the model did see the file
+    assert rationale is not None and FAKE_KEY not in rationale
+    assert FAKE_KEY not in json.dumps(proposal.transcript)
+    assert "[ANTHROPIC_API_KEY redacted]" in json.dumps(proposal.transcript)
+
+
+def test_candidates_run_concurrently_with_different_ideas(
+    api: FakeMessagesAPI, repo: Path, tmp_path: Path
+) -> None:
+    """The loop may call the K ``apply``s at once, one thread and worktree per candidate."""
+    both_in_flight = threading.Barrier(2, timeout=10)
+
+    def answer(request: Request) -> Reply:
+        task = request.body["messages"][0]["content"][0]["text"]
+        idea = 3 if "implement idea number 1" in task else 9
+        if len(request.body["messages"]) > 1:
+            return done(f"idea with {idea} workers")
+        both_in_flight.wait()  # raises, failing the request, unless both are concurrent
+        return tool_reply({**EDIT, "new_str": f"workers: {idea}"})
+
+    api.handler = answer
+    worktrees = []
+    for name in ("c1", "c2"):
+        worktree = tmp_path / name
+        shutil.copytree(repo, worktree, symlinks=True)
+        worktrees.append(worktree)
+    proposals = propose(repo, candidates=2, anthropic=AnthropicSettings(max_retries=0))
+    with ThreadPoolExecutor(2) as pool:
+        rationales = list(pool.map(run, proposals, worktrees))
+    assert [(w / "params.yaml").read_text() for w in worktrees] == ["workers: 3\n", "workers: 9\n"]
+    assert [r.splitlines()[0] for r in rationales if r] == [
+        "idea with 3 workers",
+        "idea with 9 workers",
+    ]
+    assert (repo / "params.yaml").read_text() == "workers: 2\n"
