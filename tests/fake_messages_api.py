@@ -234,37 +234,44 @@ class FakeMessagesAPI:
         )
 
     def _usage(self, body: dict[str, Any], reply: Reply) -> dict[str, int]:
-        """Token counts with imitated prompt caching (4 characters per token)."""
+        """Token counts with imitated prompt caching (4 characters per token).
+
+        As in the API, a breakpoint writes the prefix that ends there, and a request reads the
+        longest prefix written before, wherever its breakpoints are now; the markers
+        themselves are not part of the content.
+        """
         total = 0
-        breakpoints: list[tuple[str, int]] = []
+        prefixes: list[tuple[str, int]] = []
+        last_breakpoint = 0
+        breakpoints: list[str] = []
         digest = hashlib.sha256()
         for block in _blocks_in_order(body):
-            encoded = json.dumps(block, sort_keys=True)
+            content = {k: v for k, v in block.items() if k != "cache_control"}
+            encoded = json.dumps(content, sort_keys=True)
             digest.update(encoded.encode())
             total += len(encoded)
-            if isinstance(block, dict) and block.get("cache_control"):
-                breakpoints.append((digest.hexdigest(), total))
-        read = 0
-        cached_upto = 0
+            prefixes.append((digest.hexdigest(), total))
+            if block.get("cache_control"):
+                last_breakpoint = total
+                breakpoints.append(digest.hexdigest())
         with self._lock:
-            for key, upto in breakpoints:
-                if key in self._cache:
-                    read = upto
-                self._cache.add(key)
-                cached_upto = upto
-        written = cached_upto - read
+            read = max(
+                (upto for key, upto in prefixes if upto <= last_breakpoint and key in self._cache),
+                default=0,
+            )
+            self._cache.update(breakpoints)
         output = reply.output_tokens
         if output is None:
             output = len(json.dumps(reply.content)) // 4
         return {
-            "input_tokens": (total - cached_upto) // 4,
+            "input_tokens": (total - last_breakpoint) // 4,
             "output_tokens": output,
-            "cache_creation_input_tokens": written // 4,
+            "cache_creation_input_tokens": (last_breakpoint - read) // 4,
             "cache_read_input_tokens": read // 4,
         }
 
 
-def _blocks_in_order(body: dict[str, Any]) -> Iterator[Any]:
+def _blocks_in_order(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Tools, then system, then messages: the order in which the API builds its cache prefix."""
     yield from body.get("tools", [])
     system = body.get("system", [])
