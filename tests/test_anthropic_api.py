@@ -230,6 +230,11 @@ def test_prefix_is_byte_identical_and_cached(api: FakeMessagesAPI, repo: Path) -
     assert api.usage_log[0]["cache_read_input_tokens"] == 0
     assert api.usage_log[0]["cache_creation_input_tokens"] > 1000
     assert all(u["cache_read_input_tokens"] > 1000 for u in api.usage_log[1:])
+    # The second turn reads the whole first request back (the moving message breakpoint).
+    assert (
+        api.usage_log[1]["cache_read_input_tokens"]
+        == sum(api.usage_log[0].values()) - (api.usage_log[0]["output_tokens"])
+    )
     total = {k: sum(p.usage[k] for p in [*first_round, later]) for k in later.usage}
     assert total["cache_read_input_tokens"] == sum(
         u["cache_read_input_tokens"] for u in api.usage_log
