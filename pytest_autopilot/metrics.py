@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 MAX_MESSAGE = 2000
 """Longest failure message kept per test: enough for an assertion, not a whole traceback."""
 
+NO_EXTRAS: Mapping[str, Any] = {}
+
 CaseInfo = tuple[str, str, str]
 """(dataset, split, case id) of a dataset case."""
 
@@ -104,7 +106,10 @@ class Recorder:
 
 
 class SessionRecorder:
-    """All raw data of one process's session; :meth:`result` turns it into a SessionResult."""
+    """All raw data of one process's session; :meth:`result` turns it into a SessionResult.
+
+    It is registered as a plugin for its single per-test hook, ``pytest_runtest_logreport``.
+    """
 
     def __init__(self, rootdir: Path, xdist_workers: int | None = None) -> None:
         self.rootdir = rootdir
@@ -117,7 +122,8 @@ class SessionRecorder:
         self.benchmark_items: set[str] = set()
         self.protected: set[str] = set()
 
-    def add_report(self, report: pytest.TestReport) -> None:
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The one per-test hook of every run: keep only reports that decide an outcome."""
         if report.when == "call" or report.outcome != "passed":
             self.reports.append(report)
 
@@ -260,7 +266,8 @@ def aggregate(
     metrics = result.metrics
     unmeasured = result.unmeasured
 
-    outcomes = [tests[nodeid].outcome for nodeid in sorted(tests)]
+    ordered = sorted(tests)
+    outcomes = [tests[nodeid].outcome for nodeid in ordered]
     passed = sum(1 for o in outcomes if o == "passed")
     failed = sum(1 for o in outcomes if o in ("failed", "error"))
     metrics["tests.passed"] = Metric("tests.passed", float(passed), "max")
@@ -269,10 +276,11 @@ def aggregate(
 
     counts: dict[str, list[int]] = {}
     scores: dict[str, list[float]] = {}
-    for nodeid in sorted(tests):
+    for nodeid in ordered:
         test = tests[nodeid]
-        extra = extras.get(nodeid, {})
-        test.notes = list(extra.get("notes", ()))
+        extra = extras.get(nodeid, NO_EXTRAS)
+        if "notes" in extra:
+            test.notes = list(extra["notes"])
         info = cases.get(nodeid)
         if info is None:
             continue
@@ -297,7 +305,7 @@ def aggregate(
 
     _benchmark_metrics(tests, bench, metrics, unmeasured)
     _recorded_metrics(tests, extras, metrics, unmeasured)
-    result.tests = {nodeid: tests[nodeid] for nodeid in sorted(tests)}
+    result.tests = {nodeid: tests[nodeid] for nodeid in ordered}
     return result
 
 

@@ -237,7 +237,10 @@ class AutopilotPlugin:
                 prepare_loop(self.config, autopilot_config)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        marker = metafunc.definition.get_closest_marker("dataset")
+        definition = metafunc.definition
+        if "dataset" not in definition.keywords:  # cheaper than the marker lookup below
+            return
+        marker = definition.get_closest_marker("dataset")
         if marker is not None:
             from pytest_autopilot.datasets import DatasetCatalog, DatasetError
 
@@ -255,9 +258,6 @@ class AutopilotPlugin:
             watcher = BenchmarkWatcher(self.recorder)
             self.config.pluginmanager.register(watcher, "autopilot-benchmark")
             self.helpers.append(watcher)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.recorder.add_report(report)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -385,6 +385,8 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin.configure()
     config.stash[plugin_key] = plugin
     config.pluginmanager.register(plugin, "autopilot-session")
+    config.pluginmanager.register(plugin.recorder, "autopilot-recorder")
+    plugin.helpers.append(plugin.recorder)
     if not plugin.worker and config.pluginmanager.hasplugin("xdist"):
         xdist_hooks = XdistHooks(plugin.recorder)
         config.pluginmanager.register(xdist_hooks, "autopilot-xdist")

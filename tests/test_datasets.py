@@ -272,3 +272,23 @@ def test_dataset_path_is_relative_to_rootdir(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest(str(Path("sub") / "test_sub.py"))
     result.assert_outcomes(passed=1)
+
+
+def test_marker_on_module_and_class(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", d="- {id: a, split: train}\n- {id: b, split: val}\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.dataset("d.yaml")
+
+        def test_module_level(case):
+            assert case["id"] in "ab"
+
+        @pytest.mark.dataset("d.yaml")
+        class TestGroup:
+            def test_in_class(self, case):
+                assert case.split in ("train", "val")
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=4)
