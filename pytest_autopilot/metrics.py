@@ -8,8 +8,9 @@ every report, aggregates with the very same :func:`aggregate` as a serial run. T
 ``-n 2`` gives the same non-timing metrics as a serial run, exactly.
 
 Counting: ``tests.passed`` counts passed tests (and non-strict xpasses); ``tests.failed``
-counts failures and errors (setup or teardown); ``tests.total`` counts every test that ran,
-skipped and xfailed ones included. A dataset's pass rates count passed cases over cases that
+counts failures and errors (setup, teardown, and a test module that fails to import, which
+counts as one test); ``tests.total`` counts every test that ran, skipped and xfailed ones
+included. A dataset's pass rates count passed cases over cases that
 passed, failed or errored: skipped cases are left out of both.
 
 The per-test hot path is one cheap report hook; everything else happens at collection, for
@@ -115,7 +116,7 @@ class SessionRecorder:
         self.rootdir = rootdir
         self.xdist_workers = xdist_workers
         """Number of xdist workers when this process is one of them."""
-        self.reports: list[pytest.TestReport] = []
+        self.reports: list[pytest.TestReport | pytest.CollectReport] = []
         self.extras: dict[str, dict[str, Any]] = {}
         self.cases: dict[str, CaseInfo] = {}
         self.bench: dict[str, dict[str, Any]] = {}
@@ -125,6 +126,12 @@ class SessionRecorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """The one per-test hook of every run: keep only reports that decide an outcome."""
         if report.when == "call" or report.outcome != "passed":
+            self.reports.append(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module that fails to import (or skips itself) counts as one errored (skipped) test,
+        as pytest's summary counts it, so that a gate never passes on what was not run."""
+        if report.outcome != "passed":
             self.reports.append(report)
 
     def collected(self, items: Sequence[pytest.Item], datasets_used: Iterable[str]) -> None:
@@ -198,7 +205,7 @@ class SessionRecorder:
         )
 
 
-def failure_message(report: pytest.TestReport) -> str:
+def failure_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     """The short message of a failure: the crash line pytest shows, not the traceback."""
     longrepr = report.longrepr
     crash = getattr(longrepr, "reprcrash", None)
@@ -213,8 +220,11 @@ def failure_message(report: pytest.TestReport) -> str:
     return message
 
 
-def outcomes_from_reports(reports: Iterable[pytest.TestReport]) -> dict[str, TestResult]:
-    """One result per test from its reports: a setup or teardown failure is an error."""
+def outcomes_from_reports(
+    reports: Iterable[pytest.TestReport | pytest.CollectReport],
+) -> dict[str, TestResult]:
+    """One result per test from its reports: a setup, teardown or collection failure is an
+    error."""
     from pytest_autopilot.results import TestResult
 
     results: dict[str, TestResult] = {}

@@ -125,6 +125,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 plugin_key = pytest.StashKey["AutopilotPlugin"]()
 
+COMPLETE_SESSION = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+"""Gates and the loop need a session that ran to its end (failing tests are fine: gates then
+fail, and the loop's round 0 may be what the optimizer has to fix)."""
+
 
 class Flags:
     """The autopilot command-line flags, paths resolved against the invocation directory."""
@@ -275,7 +279,13 @@ class AutopilotPlugin:
         result = self.result()
         loop_payload: dict[str, Any] | None = None
         try:
-            if flags.gate or flags.loop:
+            if (flags.gate or flags.loop) and session.exitstatus not in COMPLETE_SESSION:
+                self.errors.append(
+                    f"the session ended with exit status {int(session.exitstatus)} "
+                    "(interrupted, or nothing collected): "
+                    + ("no optimization loop" if flags.loop else "gates not checked")
+                )
+            elif flags.gate or flags.loop:
                 from pytest_autopilot.gates import evaluate_gates
 
                 self.statuses = evaluate_gates(self.autopilot_config(), result, self.baseline)
@@ -285,12 +295,12 @@ class AutopilotPlugin:
                     and not all(s.passed for s in self.statuses)
                 ):
                     session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            if flags.loop:
-                from pytest_autopilot.loop.controller import run_loop
+                if flags.loop:
+                    from pytest_autopilot.loop.controller import run_loop
 
-                outcome = run_loop(self.config, self.autopilot_config(), result)
-                session.exitstatus = outcome.exit_status
-                loop_payload = outcome.payload
+                    outcome = run_loop(self.config, self.autopilot_config(), result)
+                    session.exitstatus = outcome.exit_status
+                    loop_payload = outcome.payload
         except pytest.UsageError as exc:
             self.errors.append(str(exc))
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -336,8 +346,11 @@ class AutopilotPlugin:
             return
         terminalreporter.ensure_newline()
         for line in lines:
-            red = "ERROR" in line or " FAIL " in line or "failed" in line
-            terminalreporter.write_line(line, red=red, green=not red and "PASS" in line)
+            red = line.startswith(("autopilot: FAIL", "autopilot: ERROR")) or line.endswith(
+                "gates failed"
+            )
+            green = line.startswith("autopilot: PASS") or line.endswith("gates passed")
+            terminalreporter.write_line(line, red=red, green=green)
 
 
 class BenchmarkWatcher:

@@ -201,6 +201,16 @@ def test_session_counts(pytester: pytest.Pytester) -> None:
     assert data["protected_files"] == ["test_session_counts.py"]
 
 
+def test_a_module_that_fails_to_import_counts_as_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n", test_bad="import not_a_module\n")
+    _, data = run_and_load(pytester, "--continue-on-collection-errors")
+    values = {name: m["value"] for name, m in data["metrics"].items()}
+    assert values == {"tests.passed": 1, "tests.failed": 1, "tests.total": 2}
+    bad = data["tests"]["test_bad.py"]
+    assert bad["outcome"] == "error"
+    assert "No module named 'not_a_module'" in bad["message"]
+
+
 def test_metrics_go_into_junit_xml(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

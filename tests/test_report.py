@@ -325,6 +325,26 @@ def test_loop_flag_wires_prepare_and_run_loop(
     assert data["passed"] is False
     assert data["gates"][0]["metric"] == "accuracy"
 
+    calls.clear()
+    pytester.makepyfile(test_broken="def test_(:\n")
+    result = pytester.runpytest("--autopilot")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert calls == ["prepare default 20"]
+    result.stdout.fnmatch_lines(
+        ["autopilot: ERROR: the session ended with exit status 2*: no optimization loop"]
+    )
+
+
+def test_gates_are_not_checked_after_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE, test_broken="import no_such_module_here\n")
+    write_config(pytester, "  - {metric: accuracy, min: 0.5}\n")
+    result = pytester.runpytest("--autopilot-gate")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["autopilot: ERROR: the session ended with exit status 2*checked"])
+    result = pytester.runpytest("--autopilot-gate", "--continue-on-collection-errors")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["autopilot: PASS accuracy = 0.8 (min 0.5)"])
+
 
 def test_gate_without_gates_says_so(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SUITE)
