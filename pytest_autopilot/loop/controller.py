@@ -1,0 +1,959 @@
+"""The optimization loop: rounds of candidates as git commits, decided on fresh measurements.
+
+:func:`prepare_loop` runs from ``pytest_configure`` and refuses early (no git repository, no
+objective, unknown optimizer, a live run on the same experiment, a saved experiment that
+started from other code). It snapshots the baseline (HEAD plus uncommitted changes) before a
+single test runs. :func:`run_loop` runs from ``pytest_sessionfinish`` on the controller:
+
+1. The baseline commit is measured in its own worktree, exactly as candidates will be.
+2. Each round asks the optimizer (``pytest_autopilot_propose``) for up to K proposals, turns
+   each into a tree and a commit on top of its parent, refuses duplicates (a tree already
+   evaluated) and violations (its actual diff leaves the parameters or touches a protected
+   path), and evaluates the rest with :class:`~pytest_autopilot.loop.child.LocalExecutor`.
+3. A candidate that breaks a test or a dataset pass rate is rejected; otherwise the acceptance
+   hook decides. When the objective carries samples (a timing), the incumbent is measured
+   again in every round right before its candidates, and a candidate that looks better is
+   measured once more, after which the incumbent is measured once more: acceptance needs both
+   comparisons, in both orders, to agree. Noise and drift between sessions then have to fool
+   the test twice, in opposite directions, to pass as progress.
+4. The best accepted candidate of the round becomes the incumbent and ``autopilot/<name>``
+   moves to it. The loop stops when all gates pass on the incumbent, or a budget runs out
+   (rounds, patience, minutes), or the optimizer has nothing left.
+
+The record (journal, state, refs) is written after every candidate, so Ctrl+C or ``kill -9``
+loses at most the candidates in flight, and the same command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, protected_globs
+from pytest_autopilot.loop import acceptance
+from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Evaluation, Executor, LocalExecutor
+from pytest_autopilot.loop.journal import ExperimentStore, Lock, record_from_json, record_to_json
+from pytest_autopilot.loop.protect import violations
+from pytest_autopilot.loop.workspace import (
+    GitError,
+    InvalidEdit,
+    Workspace,
+    validate_experiment,
+)
+from pytest_autopilot.proposals import (
+    CandidateRecord,
+    FeedbackItem,
+    GateStatus,
+    OptimizerContext,
+    ParameterFile,
+    Proposal,
+    Verdict,
+)
+from pytest_autopilot.report import fmt, gate_lines
+from pytest_autopilot.results import SessionResult
+
+BUILTIN_PLUGINS = (
+    ("autopilot-optimizer-search", "pytest_autopilot.optimizers.search"),
+    ("autopilot-optimizer-anthropic", "pytest_autopilot.optimizers.anthropic_api"),
+    ("autopilot-optimizer-command", "pytest_autopilot.optimizers.command"),
+    ("autopilot-acceptance", "pytest_autopilot.loop.acceptance"),
+)
+
+PREFIX = "autopilot:"
+SUMMARY_WIDTH = 48
+
+
+@dataclass
+class LoopOutcome:
+    """What the loop hands back to ``plugin.py``: the exit status and the JSON payload part."""
+
+    exit_status: int
+    """0: the gates pass at the end; 1: budget spent with a failing gate; 2: interrupted."""
+    payload: dict[str, Any]
+    """``rounds``, ``baseline``, ``best``, ``gates``, ``passed`` (the contract's JSON shape)."""
+
+
+class LoopRun:
+    """What :func:`prepare_loop` set up for :func:`run_loop`; releases the lock at unconfigure."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        store: ExperimentStore,
+        lock: Lock,
+        baseline_commit: str,
+        state: dict[str, Any] | None,
+        pruned: list[str],
+    ) -> None:
+        self.workspace = workspace
+        self.store = store
+        self.lock = lock
+        self.baseline_commit = baseline_commit
+        self.baseline_tree = workspace.tree_of(baseline_commit)
+        self.state = state
+        self.pruned = pruned
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.lock.release()
+
+
+run_key = pytest.StashKey[LoopRun]()
+
+
+def _config_name(config: AutopilotConfig) -> str:
+    return config.relpath() or (str(config.path) if config.path else "autopilot.yaml")
+
+
+def _register_builtins(pytest_config: pytest.Config) -> None:
+    import importlib
+
+    pm = pytest_config.pluginmanager
+    for name, module_name in BUILTIN_PLUGINS:
+        if pm.get_plugin(name) is None:
+            pm.register(importlib.import_module(module_name), name)
+
+
+def optimizer_names(pytest_config: pytest.Config) -> list[str]:
+    answers = pytest_config.hook.pytest_autopilot_optimizer_names(config=pytest_config)
+    return sorted({name for names in answers for name in names})
+
+
+def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig) -> None:
+    """Validate everything a loop needs and take the experiment, before any test runs."""
+    if hasattr(pytest_config, "workerinput"):
+        return
+    config = autopilot_config
+    if os.environ.get(CHILD_ENV):
+        raise pytest.UsageError(
+            f"--autopilot inside a candidate session ({os.environ[CHILD_ENV]}): remove "
+            "--autopilot from addopts; give it on the command line"
+        )
+    where = _config_name(config)
+    if config.path is None:
+        raise pytest.UsageError(
+            f"--autopilot needs a configuration: no autopilot.yaml in the rootdir "
+            f"{config.rootdir} (or give --autopilot-config PATH)"
+        )
+    if config.objective is None:
+        raise pytest.UsageError(
+            f"{where}: objective: expected {{metric: NAME, goal: min|max}} "
+            "(required by --autopilot), got nothing"
+        )
+    if not config.parameters:
+        raise pytest.UsageError(
+            f"{where}: parameters: expected at least one file the optimizer may change "
+            "(required by --autopilot), got none"
+        )
+    validate_experiment(config.experiment, where)
+    _register_builtins(pytest_config)
+    names = optimizer_names(pytest_config)
+    if config.optimizer not in names:
+        raise pytest.UsageError(
+            f"{where}: optimizer: expected one of {', '.join(names) or '(none)'}, "
+            f"got {config.optimizer!r}"
+        )
+    pytest_config.hook.pytest_autopilot_check(config=pytest_config, autopilot_config=config)
+
+    workspace = Workspace.discover(config.rootdir, config.experiment)
+    if workspace.current_branch() == workspace.best_ref:
+        raise pytest.UsageError(
+            f"the current branch is {workspace.best_branch}, which the loop moves to its best "
+            "commit; switch to another branch first"
+        )
+    workspace.ensure_layout()
+    store = ExperimentStore(workspace.experiment_dir)
+    store.ensure()
+    lock = Lock(workspace.experiment_dir / "lock")
+    lock.acquire()
+    try:
+        pruned = workspace.prune_worktrees()
+        fresh = bool(pytest_config.getoption("autopilot_fresh", False))
+        state = None if fresh else store.load_state()
+        if state is None:
+            workspace.delete_experiment_refs()
+            store.clear()
+        baseline_commit = workspace.snapshot_baseline(
+            f"autopilot: baseline of experiment {config.experiment}\n\n"
+            "HEAD plus the uncommitted changes present when the run started.\n"
+        )
+        run = LoopRun(workspace, store, lock, baseline_commit, state, pruned)
+        if state is not None and state.get("baseline_tree") != run.baseline_tree:
+            raise pytest.UsageError(
+                f"experiment {config.experiment!r} started from other code (its baseline "
+                f"{str(state.get('baseline_commit'))[:12]}); pass --autopilot-fresh to start it "
+                "over from the current tree, or --autopilot-experiment NAME for a new one"
+            )
+    except BaseException:
+        lock.release()
+        raise
+    pytest_config.stash[run_key] = run
+    pytest_config.pluginmanager.register(run, "autopilot-loop")
+
+
+def run_loop(
+    pytest_config: pytest.Config, autopilot_config: AutopilotConfig, session_result: SessionResult
+) -> LoopOutcome:
+    """Optimize until the gates pass or the budget is spent; see the module docstring."""
+    run = pytest_config.stash.get(run_key, None)
+    if run is None:
+        raise pytest.UsageError("internal error: run_loop called without prepare_loop")
+    try:
+        return Controller(pytest_config, autopilot_config, run, session_result).run()
+    finally:
+        run.lock.release()
+
+
+class Interrupted(Exception):
+    """Ctrl+C: stop at the next safe point, keeping everything recorded so far."""
+
+
+class Controller:
+    """One run of the loop; all its state is here and in the experiment's files."""
+
+    def __init__(
+        self,
+        pytest_config: pytest.Config,
+        config: AutopilotConfig,
+        run: LoopRun,
+        session_result: SessionResult,
+        executor: Executor | None = None,
+    ) -> None:
+        assert config.objective is not None
+        self.pytest_config = pytest_config
+        self.config = config
+        self.objective = config.objective
+        self.run_info = run
+        self.workspace = run.workspace
+        self.store = run.store
+        self.session_result = session_result
+        self.executor: Executor = executor or LocalExecutor(
+            run.workspace, run.store, ChildSpec.from_config(pytest_config, run.workspace)
+        )
+        self.hook = pytest_config.hook
+        self.records: list[CandidateRecord] = []
+        self.results: dict[str, SessionResult] = {}
+        self.gates: dict[str, list[GateStatus]] = {}
+        self.trees: dict[str, str] = {}
+        self.head = self.workspace.head_commit()
+        self.baseline = CandidateRecord(
+            id="r0",
+            round=0,
+            commit=run.baseline_commit,
+            parent=self.head if self.head != run.baseline_commit else None,
+            rationale="baseline: the code the run started from",
+            tree=run.baseline_tree,
+        )
+        self.incumbent = self.baseline
+        self.rounds_done = 0
+        self.stale_rounds = 0
+        self.elapsed_before = 0.0
+        self.started = time.monotonic()
+        self.exhausted = False
+        self.interrupted = False
+        self.stop_reason = ""
+        self.said = False
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> LoopOutcome:
+        status: int
+        with self._sigint():
+            try:
+                self._start()
+                while not (reason := self._stop_reason()):
+                    self._round(self.rounds_done + 1)
+                self.stop_reason = reason
+                status = 0 if self._gates_pass(self.incumbent) else 1
+            except (Interrupted, KeyboardInterrupt):
+                self.executor.cancel()
+                self.stop_reason = "interrupted"
+                status = 2
+            finally:
+                if "r0" in self.results:
+                    self._save()
+        self.store.append("stop", reason=self.stop_reason, exit_status=status)
+        self._summary(status)
+        if status != 2 and self.pytest_config.getoption("autopilot_apply", False):
+            self._apply()
+        return LoopOutcome(status, self.payload())
+
+    @contextmanager
+    def _sigint(self) -> Iterator[None]:
+        """First Ctrl+C: kill the children and stop at the next safe point; second: at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            self.executor.cancel()
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _check_interrupt(self) -> None:
+        if self.interrupted:
+            raise Interrupted
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def _stop_reason(self) -> str:
+        budget = self.config.budget
+        if self.config.gates and self._gates_pass(self.incumbent):
+            return "all gates pass"
+        if self.exhausted:
+            return "the optimizer has nothing left to propose"
+        if self.rounds_done >= budget.rounds:
+            return f"round budget spent ({budget.rounds} rounds)"
+        if self.stale_rounds >= budget.patience:
+            return f"no improvement in {budget.patience} rounds (patience)"
+        if self._elapsed() >= budget.minutes * 60:
+            return f"time budget spent ({budget.minutes:g} minutes)"
+        return ""
+
+    def _gates_pass(self, record: CandidateRecord) -> bool:
+        return all(status.passed for status in self.gates.get(record.id, []))
+
+    def _say(self, line: str, **markup: bool) -> None:
+        reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            if not self.said:
+                reporter.write("\n")
+                self.said = True
+            reporter.write_line(f"{PREFIX} {line}", **markup)
+            reporter.flush()
+
+    # -- start and resume -----------------------------------------------------------------
+
+    def _start(self) -> None:
+        state = self.run_info.state
+        budget = self.config.budget
+        for name in self.run_info.pruned:
+            self._say(f"removed the worktree {name} left by an earlier run that did not finish")
+        if state is not None:
+            self._restore(state)
+            self._say(
+                f"resuming experiment {self.config.experiment} after round {self.rounds_done} "
+                f"({len(self.records)} candidates so far, incumbent {self.incumbent.id})"
+            )
+            self.store.append("resume", rounds_done=self.rounds_done, pid=os.getpid())
+            return
+        head = self.head
+        if head is None:
+            origin = "your files (no commit yet)"
+        elif head == self.baseline.commit:
+            origin = f"HEAD {head[:10]}"
+        else:
+            origin = "HEAD plus your uncommitted changes"
+        self._say(
+            f"experiment {self.config.experiment}: baseline {str(self.baseline.commit)[:10]} "
+            f"({origin}); objective {self.objective.metric} ({self.objective.goal}); "
+            f"optimizer {self.config.optimizer}; budget {budget.rounds} rounds x "
+            f"{budget.candidates} candidates"
+        )
+        self.store.append(
+            "start",
+            experiment=self.config.experiment,
+            baseline=self.baseline.commit,
+            head=head,
+            pid=os.getpid(),
+            optimizer=self.config.optimizer,
+        )
+        evaluation = self.executor.evaluate(
+            "r0", str(self.baseline.commit), budget.candidate_timeout
+        )
+        if evaluation.status == "interrupted":
+            raise Interrupted
+        if evaluation.result is None:
+            raise pytest.UsageError(
+                f"the baseline could not be measured in a worktree ({evaluation.reason}); "
+                "candidates are evaluated in fresh git worktrees, so everything the tests need "
+                f"must be committed or not ignored (log: {evaluation.log})"
+            )
+        result = evaluation.result
+        self.baseline.metrics = result.metrics
+        self.baseline.verdict = "accepted"
+        self.baseline.reason = "baseline"
+        self.results["r0"] = result
+        self.gates["r0"] = self._evaluate_gates(result)
+        self.trees[str(self.baseline.tree)] = "r0"
+        self.workspace.set_ref(
+            f"{self.workspace.ref_prefix}/baseline",
+            str(self.baseline.commit),
+            "autopilot: baseline",
+        )
+        self.workspace.set_ref(
+            self.workspace.best_ref, str(self.baseline.commit), "autopilot: baseline"
+        )
+        self.store.append(
+            "baseline",
+            commit=self.baseline.commit,
+            metrics=_metrics_json(self.baseline),
+            gates=[asdict(s) for s in self.gates["r0"]],
+            seconds=round(evaluation.duration, 3),
+        )
+        self._say(
+            f"r0 baseline {self.objective.metric} "
+            f"{fmt(self.baseline.objective_value(self.objective))} ({evaluation.duration:.1f}s)"
+        )
+        self._save()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        source = str(self.store.state_path)
+        self.baseline = record_from_json(state["baseline"], source)
+        self.records = [record_from_json(r, source) for r in state["records"]]
+        self.gates = {
+            cid: [GateStatus(**g) for g in statuses] for cid, statuses in state["gates"].items()
+        }
+        self.rounds_done = int(state["rounds_done"])
+        self.stale_rounds = int(state["stale_rounds"])
+        self.elapsed_before = float(state["elapsed"])
+        by_id = {r.id: r for r in self.records}
+        self.incumbent = by_id.get(state["incumbent"], self.baseline)
+        for record in [self.baseline, *self.records]:
+            if record.tree and record.tree not in self.trees:
+                self.trees[record.tree] = record.id
+        for cid in {"r0", self.incumbent.id}:
+            path = self.store.result_path(cid)
+            try:
+                self.results[cid] = SessionResult.from_json(
+                    json.loads(path.read_text()), source=str(path)
+                )
+            except (OSError, json.JSONDecodeError):
+                raise pytest.UsageError(
+                    f"{path}: the saved result of {cid} is missing or unreadable; "
+                    "pass --autopilot-fresh to start the experiment over"
+                ) from None
+
+    def _save(self) -> None:
+        self.store.save_state(
+            {
+                "experiment": self.config.experiment,
+                "baseline_commit": self.baseline.commit,
+                "baseline_tree": self.baseline.tree,
+                "baseline": record_to_json(self.baseline),
+                "incumbent": self.incumbent.id,
+                "records": [record_to_json(r) for r in self.records],
+                "gates": {cid: [asdict(s) for s in st] for cid, st in self.gates.items()},
+                "rounds_done": self.rounds_done,
+                "stale_rounds": self.stale_rounds,
+                "elapsed": round(self._elapsed(), 3),
+            }
+        )
+
+    def _evaluate_gates(self, result: SessionResult) -> list[GateStatus]:
+        from pytest_autopilot.gates import evaluate_gates
+
+        return evaluate_gates(self.config, result, self.results.get("r0", result))
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def _round(self, number: int) -> None:
+        budget = self.config.budget
+        done = [r for r in self.records if r.round == number]
+        reference, reference_result = self._reference(number)
+        self.store.append("round", round=number, incumbent=self.incumbent.id, resumed=len(done))
+        wanted = budget.candidates - len(done)
+        proposals: Sequence[Proposal] = []
+        if wanted > 0:
+            context = self._context(number, wanted)
+            answer = self.hook.pytest_autopilot_propose(context=context)
+            if answer is None:
+                raise pytest.UsageError(
+                    f"{_config_name(self.config)}: optimizer: no plugin answered for "
+                    f"{self.config.optimizer!r}"
+                )
+            proposals = list(answer)[:wanted]
+            if not proposals and not done:
+                self.exhausted = True
+                return
+        for index, proposal in enumerate(proposals, start=len(done) + 1):
+            self._check_interrupt()
+            if self._elapsed() >= budget.minutes * 60:
+                break
+            record = self._candidate(number, index, proposal, reference, reference_result)
+            done.append(record)
+            self.records.append(record)
+            self._save()
+            self._live_line(record, reference)
+            self.hook.pytest_autopilot_candidate_done(candidate=record)
+        self._close_round(number, done)
+
+    def _reference(self, number: int) -> tuple[CandidateRecord, SessionResult]:
+        """The incumbent as candidates are compared with it in this round.
+
+        A sampled objective is measured again now, in the same conditions as the candidates
+        that follow; a deterministic one keeps the incumbent's own measurement.
+        """
+        incumbent = self.incumbent
+        result = self.results[incumbent.id]
+        metric = incumbent.metrics.get(self.objective.metric)
+        if metric is None or not metric.samples:
+            return incumbent, result
+        fresh = self._measure(f"r{number}i", str(incumbent.commit))
+        if fresh is None:
+            return incumbent, result
+        return dataclasses.replace(incumbent, metrics=fresh.metrics), fresh
+
+    def _measure(self, label: str, commit: str) -> SessionResult | None:
+        evaluation = self.executor.evaluate(label, commit, self.config.budget.candidate_timeout)
+        if evaluation.status == "interrupted":
+            raise Interrupted
+        self.store.append(
+            "measure",
+            label=label,
+            commit=commit,
+            status=evaluation.status,
+            reason=evaluation.reason,
+            metrics=_result_metrics(evaluation.result),
+            seconds=round(evaluation.duration, 3),
+        )
+        if evaluation.result is None:
+            self._say(f"{label} re-measurement failed: {evaluation.reason}", yellow=True)
+        return evaluation.result
+
+    def _close_round(self, number: int, candidates: list[CandidateRecord]) -> None:
+        winners = [c for c in candidates if c.verdict == "accepted"]
+        if winners:
+            sign = 1.0 if self.objective.goal == "min" else -1.0
+            best = min(winners, key=lambda c: sign * (c.objective_value(self.objective) or 0.0))
+            for other in winners:
+                if other is not best:
+                    other.verdict = "rejected"
+                    other.reason = f"passed acceptance, but {best.id} was better ({other.reason})"
+                    self._file_ref(other)
+                    self.store.append("superseded", id=other.id, by=best.id)
+            self.incumbent = best
+            self.results[best.id] = self._load_result(best.id)
+            self.workspace.set_ref(
+                self.workspace.best_ref, str(best.commit), f"autopilot: {best.id} accepted"
+            )
+            self.stale_rounds = 0
+        else:
+            self.stale_rounds += 1
+        self.rounds_done = number
+        self.store.append(
+            "round_done",
+            round=number,
+            incumbent=self.incumbent.id,
+            accepted=[c.id for c in winners],
+        )
+        self._save()
+        self.hook.pytest_autopilot_round_done(
+            round=number, candidates=candidates, incumbent=self.incumbent
+        )
+
+    def _load_result(self, cid: str) -> SessionResult:
+        if cid in self.results:
+            return self.results[cid]
+        path = self.store.result_path(cid)
+        return SessionResult.from_json(json.loads(path.read_text()), source=str(path))
+
+    # -- one candidate -----------------------------------------------------------------------
+
+    def _candidate(
+        self,
+        number: int,
+        index: int,
+        proposal: Proposal,
+        reference: CandidateRecord,
+        reference_result: SessionResult,
+    ) -> CandidateRecord:
+        cid = f"r{number}c{index}"
+        record = CandidateRecord(
+            id=cid,
+            round=number,
+            commit=None,
+            parent=None,
+            rationale=proposal.rationale,
+            params=dict(proposal.params) if proposal.params is not None else None,
+            usage=dict(proposal.usage),
+        )
+        parent = self._parent(proposal.parent)
+        if parent is None:
+            return self._refused(record, "failed", f"unknown parent {proposal.parent!r}")
+        record.parent = parent
+        try:
+            if proposal.apply is None:
+                tree = self.workspace.build_tree(parent, proposal.edits)
+            else:
+                tree, replaced = self.workspace.tree_in_worktree(
+                    parent, cid, proposal.edits, proposal.apply
+                )
+                if replaced:
+                    record.rationale = replaced
+        except InvalidEdit as exc:
+            return self._refused(record, "violation", str(exc))
+        except (pytest.UsageError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            return self._refused(record, "failed", f"applying the proposal raised {exc!r}")
+        self._check_interrupt()
+        record.tree = tree
+        record.diff_summary = self.workspace.diff_stat(parent, tree)
+        same = self.trees.get(tree)
+        if same is not None:
+            return self._refused(record, "duplicate", f"same code as {same}")
+        self.trees[tree] = cid
+        problems = violations(
+            self.workspace.diff(parent, tree), self.workspace, self.config, reference_result
+        )
+        if problems:
+            return self._refused(record, "violation", "; ".join(problems))
+        provisional = self.workspace.commit(tree, [parent], self._message(record))
+        self._evaluate(record, provisional, reference, reference_result)
+        self._file_ref(record)
+        return record
+
+    def _parent(self, wanted: str | None) -> str | None:
+        if wanted is None:
+            return self.incumbent.commit
+        known = {r.id: r.commit for r in [self.baseline, *self.records] if r.commit}
+        if wanted in known:
+            return known[wanted]
+        commit = self.workspace.resolve(wanted)
+        return commit if commit in known.values() else None
+
+    def _refused(self, record: CandidateRecord, verdict: Verdict, reason: str) -> CandidateRecord:
+        """A candidate decided without evaluation: still committed and kept when it has a tree."""
+        record.verdict = verdict
+        record.reason = reason
+        if record.tree is not None and record.parent is not None:
+            self._file_ref(record)
+        self.store.append("candidate", **record_to_json(record))
+        return record
+
+    def _file_ref(self, record: CandidateRecord) -> None:
+        """Write the candidate's final commit (message with verdict and metrics) and its ref."""
+        assert record.tree is not None and record.parent is not None
+        prefix = self.workspace.ref_prefix
+        accepted = record.verdict == "accepted"
+        record.commit = self.workspace.commit(record.tree, [record.parent], self._message(record))
+        kind, other = ("accepted", "rejected") if accepted else ("rejected", "accepted")
+        self.workspace.set_ref(
+            f"{prefix}/{kind}/{record.id}",
+            record.commit,
+            f"autopilot: {record.id} {record.verdict}",
+        )
+        self.workspace.delete_ref(f"{prefix}/{other}/{record.id}")
+
+    def _evaluate(
+        self,
+        record: CandidateRecord,
+        commit: str,
+        reference: CandidateRecord,
+        reference_result: SessionResult,
+    ) -> None:
+        evaluation = self.executor.evaluate(record.id, commit, self.config.budget.candidate_timeout)
+        if evaluation.status == "interrupted":
+            raise Interrupted
+        if evaluation.result is None:
+            record.verdict = "timeout" if evaluation.status == "timeout" else "failed"
+            record.reason = evaluation.reason
+            self._journal(record, evaluation)
+            return
+        result = evaluation.result
+        record.metrics = result.metrics
+        self.results[record.id] = result
+        self.gates[record.id] = self._evaluate_gates(result)
+        broken = acceptance.regressions(reference_result, result)
+        if broken:
+            record.verdict, record.reason = "rejected", "; ".join(broken)
+        else:
+            accepted, reason = self._accept(record, reference)
+            if accepted and self._sampled(record, reference):
+                accepted, reason = self._confirm(record, commit, reason)
+            record.verdict = "accepted" if accepted else "rejected"
+            record.reason = reason
+        self._journal(record, evaluation)
+
+    def _accept(self, record: CandidateRecord, reference: CandidateRecord) -> tuple[bool, str]:
+        answer = self.hook.pytest_autopilot_accept(
+            candidate=record, incumbent=reference, config=self.config
+        )
+        if answer is None:
+            return False, "no acceptance policy answered"
+        return bool(answer[0]), str(answer[1])
+
+    def _sampled(self, record: CandidateRecord, reference: CandidateRecord) -> bool:
+        name = self.objective.metric
+        return any(
+            (m := r.metrics.get(name)) is not None and bool(m.samples) for r in (record, reference)
+        )
+
+    def _confirm(self, record: CandidateRecord, commit: str, first: str) -> tuple[bool, str]:
+        """Measure the candidate again, then the incumbent again (the opposite order), and
+        accept only if this second comparison agrees with the first."""
+        again = self._measure(f"{record.id}-confirm", commit)
+        incumbent = self._measure(f"{record.id}-confirm-incumbent", str(self.incumbent.commit))
+        if again is None or incumbent is None:
+            return False, f"{first}; but the confirmation measurement failed"
+        accepted, reason = self._accept(
+            dataclasses.replace(record, metrics=again.metrics),
+            dataclasses.replace(self.incumbent, metrics=incumbent.metrics),
+        )
+        if accepted:
+            return True, f"{first}; confirmed: {reason}"
+        return False, f"not confirmed by a second measurement ({reason}); first: {first}"
+
+    def _journal(self, record: CandidateRecord, evaluation: Evaluation) -> None:
+        self.store.append(
+            "candidate",
+            **record_to_json(record),
+            gates=[asdict(s) for s in self.gates.get(record.id, [])],
+            seconds=round(evaluation.duration, 3),
+            exit_code=evaluation.exit_code,
+        )
+
+    def _message(self, record: CandidateRecord) -> str:
+        rationale = record.rationale.strip() or "(no rationale given)"
+        lines = [
+            f"autopilot {record.id}: {_shorten(rationale.splitlines()[0], 60)}",
+            "",
+            f"Experiment: {self.config.experiment}",
+            f"Round: {record.round}",
+            f"Candidate: {record.id}",
+        ]
+        if record.params is not None:
+            lines.append(f"Params: {json.dumps(record.params, sort_keys=True, default=str)}")
+        if record.verdict is not None:
+            lines.append(f"Verdict: {record.verdict}")
+            lines.append(f"Reason: {record.reason}")
+        lines += ["", "Rationale:", rationale]
+        if record.metrics:
+            lines += ["", "Metrics:"]
+            for name, metric in sorted(record.metrics.items()):
+                n = f", {len(metric.samples)} samples" if metric.samples else ""
+                lines.append(f"  {name} = {fmt(metric.value)} ({metric.goal}{n})")
+        return "\n".join(lines) + "\n"
+
+    # -- what the optimizer sees ---------------------------------------------------------
+
+    def _context(self, number: int, wanted: int) -> OptimizerContext:
+        incumbent_result = self.results[self.incumbent.id]
+        context = OptimizerContext(
+            optimizer=self.config.optimizer,
+            round=number,
+            max_candidates=wanted,
+            config=self.config,
+            objective=self.objective,
+            incumbent=self.incumbent,
+            baseline=self.baseline,
+            gates=list(self.gates.get(self.incumbent.id, [])),
+            feedback=_feedback(incumbent_result),
+            history=list(self.records),
+            parameters=self._parameter_files(str(self.incumbent.commit), incumbent_result),
+            knowledge=self._knowledge(),
+            seed=self.config.search.seed,
+        )
+        extra: list[FeedbackItem] = []
+        for items in self.hook.pytest_autopilot_feedback(context=context, result=incumbent_result):
+            for item in items or ():
+                test = incumbent_result.tests.get(item.nodeid)
+                if test is None or not test.held_out:
+                    extra.append(item)
+        if not extra:
+            return context
+        return dataclasses.replace(context, feedback=[*context.feedback, *extra])
+
+    def _parameter_files(self, commit: str, result: SessionResult) -> list[ParameterFile]:
+        protected = protected_globs(self.config, result)
+        files: list[ParameterFile] = []
+        for path in self.workspace.list_files(commit):
+            rel = self.workspace.to_rootdir_path(path)
+            if rel is None or is_protected(rel, protected):
+                continue
+            specs = [s for s in self.config.parameters if glob_match(s.path, rel)]
+            if not specs:
+                continue
+            blob = self.workspace.read_blob(commit, path)
+            try:
+                text = (blob or b"").decode()
+            except UnicodeDecodeError:
+                continue
+            space = next((s.space for s in specs if s.space), {})
+            files.append(ParameterFile(path=path, text=text, space=space))
+        return files
+
+    def _knowledge(self) -> list[tuple[str, str]]:
+        out = []
+        for rel in self.config.knowledge:
+            blob = self.workspace.read_blob(
+                str(self.baseline.commit), self.workspace.to_repo_path(rel)
+            )
+            if blob is not None:
+                out.append((rel, blob.decode(errors="replace")))
+        return out
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _change(self, record: CandidateRecord) -> str:
+        if record.params:
+            text = " ".join(f"{k}={v}" for k, v in record.params.items())
+        elif record.diff_summary:
+            text = record.diff_summary
+        else:
+            text = (record.rationale.strip().splitlines() or [""])[0]
+        return _shorten(text or "(no change)", SUMMARY_WIDTH)
+
+    def _live_line(self, record: CandidateRecord, reference: CandidateRecord) -> None:
+        name = self.objective.metric
+        after = record.objective_value(self.objective)
+        line = f"{record.id} {self._change(record)}"
+        if after is not None:
+            before = reference.objective_value(self.objective)
+            line += f" {name} {fmt(before)} -> {fmt(after)}{_percent(before, after)}"
+        line += f" {record.verdict}"
+        if record.verdict != "accepted":
+            line += f": {_shorten(record.reason, 100)}"
+        self._say(line, green=record.verdict == "accepted")
+
+    def _summary(self, status: int) -> None:
+        name = self.objective.metric
+        base = self.baseline.objective_value(self.objective)
+        self._say(
+            f"experiment {self.config.experiment} stopped: {self.stop_reason} "
+            f"({self.rounds_done} rounds, {len(self.records)} candidates, "
+            f"{sum(1 for r in self.records if r.verdict == 'accepted')} accepted)"
+        )
+        rows = [("id", "verdict", name, "change")]
+        rows.append(("r0", "baseline", fmt(base), ""))
+        for record in self.records:
+            value = record.objective_value(self.objective)
+            shown = fmt(value) + _percent(base, value) if value is not None else "-"
+            rows.append((record.id, str(record.verdict), shown, self._change(record)))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            self._say(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                + "  "
+                + row[3]
+            )
+        for line in gate_lines(self.gates.get(self.incumbent.id, []), self.results.get("r0")):
+            self._say(line.removeprefix(PREFIX).strip())
+        branch = self.workspace.best_branch
+        if status == 2:
+            self._say(
+                f"interrupted: state saved in {self.store.directory}; run the same command to "
+                "resume (or add --autopilot-fresh to start over)",
+                yellow=True,
+            )
+        if self.incumbent is self.baseline or self.incumbent.id == "r0":
+            self._say(f"no candidate beat the baseline; {branch} points at the baseline")
+            return
+        best = self.incumbent.objective_value(self.objective)
+        self._say(
+            f"best: {self.incumbent.id} ({str(self.incumbent.commit)[:10]}) {name} "
+            f"{fmt(base)} -> {fmt(best)}{_percent(base, best)} on branch {branch}",
+            green=True,
+        )
+        self._say(f"bring it in with: git merge {branch}   (or rerun with --autopilot-apply)")
+
+    def _apply(self) -> None:
+        best = self.incumbent
+        branch = self.workspace.best_branch
+        if best.id == "r0" or best.commit is None:
+            self._say("--autopilot-apply: nothing to apply, no candidate beat the baseline")
+            return
+        head = self.workspace.head_commit()
+        if head is not None and self._is_ancestor(best.commit, head):
+            self._say(f"--autopilot-apply: {branch} is already part of HEAD")
+            return
+        if not self.workspace.is_clean():
+            self._say(
+                "--autopilot-apply refused: the working tree has uncommitted changes; commit or "
+                f"stash them, then run: git merge {branch}",
+                red=True,
+            )
+            return
+        ok, how = self.workspace.merge(best.commit)
+        if ok:
+            self._say(f"--autopilot-apply: merged {branch} into the current branch ({how})")
+            self.store.append("apply", commit=best.commit, how=how)
+        else:
+            self._say(f"--autopilot-apply failed, nothing changed: {how}", red=True)
+
+    def _is_ancestor(self, commit: str, head: str) -> bool:
+        try:
+            self.workspace.git("merge-base", "--is-ancestor", commit, head)
+        except GitError:
+            return False
+        return True
+
+    # -- the JSON payload ----------------------------------------------------------------
+
+    def payload(self) -> dict[str, Any]:
+        rounds: dict[int, list[dict[str, Any]]] = {}
+        for record in self.records:
+            entry = record_to_json(record)
+            entry["gates"] = [asdict(s) for s in self.gates.get(record.id, [])]
+            rounds.setdefault(record.round, []).append(entry)
+        best_gates = self.gates.get(self.incumbent.id, [])
+        return {
+            "experiment": self.config.experiment,
+            "objective": {"metric": self.objective.metric, "goal": self.objective.goal},
+            "stop_reason": self.stop_reason,
+            "rounds": [{"round": n, "candidates": c} for n, c in sorted(rounds.items())],
+            "baseline": {
+                "commit": self.baseline.commit,
+                "metrics": _metrics_json(self.baseline),
+            },
+            "best": {
+                "id": self.incumbent.id,
+                "commit": self.incumbent.commit,
+                "branch": self.workspace.best_branch,
+                "metrics": _metrics_json(self.incumbent),
+            },
+            "gates": [asdict(s) for s in best_gates],
+            "passed": all(s.passed for s in best_gates),
+        }
+
+
+def _feedback(result: SessionResult) -> list[FeedbackItem]:
+    """Failures and notes the optimizer may see: never from held-out (val/test) cases."""
+    items = []
+    for nodeid, test in result.tests.items():
+        if test.held_out:
+            continue
+        if test.outcome in ("failed", "error"):
+            items.append(FeedbackItem(nodeid, test.message or test.outcome, "failure"))
+        items.extend(FeedbackItem(nodeid, note, "note") for note in test.notes)
+    return items
+
+
+def _metrics_json(record: CandidateRecord) -> dict[str, Any]:
+    return {name: m.to_json() for name, m in sorted(record.metrics.items())}
+
+
+def _result_metrics(result: SessionResult | None) -> dict[str, Any]:
+    if result is None:
+        return {}
+    return {name: m.to_json() for name, m in sorted(result.metrics.items())}
+
+
+def _percent(before: float | None, after: float | None) -> str:
+    if before is None or after is None or before == 0:
+        return ""
+    return f" ({(after - before) / abs(before) * 100:+.0f}%)"
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
