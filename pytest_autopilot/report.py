@@ -163,7 +163,8 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
         lines.append("")
 
     metrics = payload.get("metrics") or {}
-    lines += ["### Metrics", ""]
+    heading = "Metrics of round 0 (this session)" if payload.get("rounds") else "Metrics"
+    lines += [f"### {heading}", ""]
     lines += _table(
         ["metric", "value", "goal", "samples"],
         [
@@ -268,7 +269,9 @@ def _tree(
     names: dict[str, str] = {}
     if baseline.get("commit"):
         names[str(baseline["commit"])] = "r0"
-    nodes = ['    r0["r0 baseline"]']
+    base_value = _metric_value(baseline.get("metrics"), metric)
+    base_label = "r0 baseline" + (f"<br/>{fmt(base_value)}" if base_value is not None else "")
+    nodes = [f'    r0["{base_label}"]']
     edges = []
     for rnd in rounds:
         for cand in rnd.get("candidates") or []:

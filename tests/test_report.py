@@ -127,6 +127,8 @@ def test_markdown_report_of_a_loop() -> None:
     assert "    line [1, 0.9, 0.9]" in md
     assert "    bar [1, 0.9, 0.9]" in md
     assert "xychart-beta" in md
+    assert "### Metrics of round 0 (this session)" in md
+    assert '    r0["r0 baseline<br/>1"]' in md
     assert "    r0 --> r1c1" in md
     assert "    r0 --> r1c2" in md
     assert "    r1c1 --> r2c1" in md
