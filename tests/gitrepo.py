@@ -2,7 +2,7 @@
 
 Shared by every test that needs git (the loop, the optimizers, the command optimizer)::
 
-    from tests.gitrepo import init_repo
+    from gitrepo import init_repo  # tests/ is on sys.path (rootdir conftest, prepend mode)
 
     repo = init_repo(tmp_path, {"params.json": '{"x": 0}'})
     before = repo.user_state()
@@ -92,8 +92,15 @@ class GitRepo:
         return self.git("rev-parse", "--verify", rev)
 
     def show(self, rev: str, path: str) -> str:
-        """A file's text at a revision (``path`` relative to the repository root)."""
-        return self.git("show", f"{rev}:{path}")
+        """A file's exact text at a revision (``path`` relative to the repository root)."""
+        return subprocess.run(
+            ["git", "show", f"{rev}:{path}"],
+            cwd=self.path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def message(self, rev: str) -> str:
         return self.git("log", "-1", "--format=%B", rev)

@@ -52,6 +52,7 @@ from pytest_autopilot.loop.workspace import (
     validate_experiment,
 )
 from pytest_autopilot.proposals import (
+    CandidateFailed,
     CandidateRecord,
     FeedbackItem,
     GateStatus,
@@ -185,20 +186,39 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
             store.clear()
         baseline_commit = workspace.snapshot_baseline(
             f"autopilot: baseline of experiment {config.experiment}\n\n"
-            "HEAD plus the uncommitted changes present when the run started.\n"
+            "HEAD plus the uncommitted changes present when the run started.\n",
+            exclude=_output_files(pytest_config, workspace),
         )
         run = LoopRun(workspace, store, lock, baseline_commit, state, pruned)
         if state is not None and state.get("baseline_tree") != run.baseline_tree:
+            changed = workspace.changed_paths(str(state.get("baseline_tree")), run.baseline_tree)
+            shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
             raise pytest.UsageError(
                 f"experiment {config.experiment!r} started from other code (its baseline "
-                f"{str(state.get('baseline_commit'))[:12]}); pass --autopilot-fresh to start it "
-                "over from the current tree, or --autopilot-experiment NAME for a new one"
+                f"{str(state.get('baseline_commit'))[:12]}; changed since: {shown or 'unknown'}); "
+                "pass --autopilot-fresh to start it over from the current tree, or "
+                "--autopilot-experiment NAME for a new one"
             )
     except BaseException:
         lock.release()
         raise
     pytest_config.stash[run_key] = run
     pytest_config.pluginmanager.register(run, "autopilot-loop")
+
+
+def _output_files(pytest_config: pytest.Config, workspace: Workspace) -> list[str]:
+    """Files this run writes into the tree (repository-relative): not part of any baseline."""
+    here = pytest_config.invocation_params.dir
+    paths = []
+    for option in ("autopilot_json", "autopilot_report", "autopilot_save", "xmlpath"):
+        value = pytest_config.getoption(option, None)
+        if isinstance(value, str) and value:
+            try:
+                rel = (here / value).resolve().relative_to(workspace.repo)
+            except ValueError:
+                continue
+            paths.append(rel.as_posix())
+    return paths
 
 
 def run_loop(
@@ -263,6 +283,7 @@ class Controller:
         self.interrupted = False
         self.stop_reason = ""
         self.said = False
+        self._applying: Proposal | None = None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -300,6 +321,9 @@ class Controller:
                 raise KeyboardInterrupt
             self.interrupted = True
             self.executor.cancel()
+            cancel = getattr(self._applying.apply, "cancel", None) if self._applying else None
+            if callable(cancel):
+                cancel()
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
@@ -590,21 +614,10 @@ class Controller:
         if parent is None:
             return self._refused(record, "failed", f"unknown parent {proposal.parent!r}")
         record.parent = parent
-        try:
-            if proposal.apply is None:
-                tree = self.workspace.build_tree(parent, proposal.edits)
-            else:
-                tree, replaced = self.workspace.tree_in_worktree(
-                    parent, cid, proposal.edits, proposal.apply
-                )
-                if replaced:
-                    record.rationale = replaced
-        except InvalidEdit as exc:
-            return self._refused(record, "violation", str(exc))
-        except (pytest.UsageError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            return self._refused(record, "failed", f"applying the proposal raised {exc!r}")
+        made = self._make_tree(record, proposal, parent)
+        if isinstance(made, tuple):
+            return self._refused(record, *made)
+        tree = made
         self._check_interrupt()
         record.tree = tree
         record.diff_summary = self.workspace.diff_stat(parent, tree)
@@ -621,6 +634,40 @@ class Controller:
         self._evaluate(record, provisional, reference, reference_result)
         self._file_ref(record)
         return record
+
+    def _make_tree(
+        self, record: CandidateRecord, proposal: Proposal, parent: str
+    ) -> str | tuple[Verdict, str]:
+        """The proposal as a git tree on top of ``parent``, or why it could not be made."""
+        self._applying = proposal
+        try:
+            if proposal.apply is None:
+                return self.workspace.build_tree(parent, proposal.edits)
+            tree, replaced = self.workspace.tree_in_worktree(
+                parent, record.id, proposal.edits, proposal.apply
+            )
+            if replaced:
+                record.rationale = replaced
+            return tree
+        except InvalidEdit as exc:
+            return "violation", str(exc)
+        except CandidateFailed as exc:
+            self._check_interrupt()
+            return "failed", str(exc) or "the optimizer gave up"
+        except (pytest.UsageError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            self._check_interrupt()
+            return "failed", f"applying the proposal raised {exc!r}"
+        finally:
+            self._applying = None
+            record.usage = dict(proposal.usage)
+            self._keep_transcript(record.id, proposal)
+
+    def _keep_transcript(self, cid: str, proposal: Proposal) -> None:
+        if proposal.transcript:
+            path = self.store.logs_dir / f"{cid}.transcript.json"
+            path.write_text(json.dumps(proposal.transcript, indent=1, default=str))
 
     def _parent(self, wanted: str | None) -> str | None:
         if wanted is None:
@@ -762,6 +809,7 @@ class Controller:
             parameters=self._parameter_files(str(self.incumbent.commit), incumbent_result),
             knowledge=self._knowledge(),
             seed=self.config.search.seed,
+            protected_files=list(incumbent_result.protected_files),
         )
         extra: list[FeedbackItem] = []
         for items in self.hook.pytest_autopilot_feedback(context=context, result=incumbent_result):

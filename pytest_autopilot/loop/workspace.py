@@ -264,6 +264,10 @@ class Workspace:
             parts.append(f"{path} +{added} -{deleted}")
         return ", ".join(parts)
 
+    def changed_paths(self, old: str, new: str) -> list[str]:
+        out = self.git("diff-tree", "-r", "-z", "--name-only", "--no-commit-id", old, new)
+        return [p for p in out.split("\0") if p]
+
     def is_clean(self) -> bool:
         """No staged or unstaged change to a tracked file (untracked files are fine to merge)."""
         return not self.git("status", "--porcelain", "--untracked-files=no")
@@ -275,12 +279,14 @@ class Workspace:
         with tempfile.TemporaryDirectory(prefix="autopilot-index-") as tmp:
             yield {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
 
-    def snapshot_baseline(self, message: str) -> str:
+    def snapshot_baseline(self, message: str, exclude: Sequence[str] = ()) -> str:
         """The state the run starts from: HEAD plus uncommitted changes, as a commit.
 
         Tracked changes and untracked files that are not ignored go in, through a copy of the
         user's index (so unchanged files are not hashed again); the user's index is never
-        written. A clean tree gives HEAD itself, so the best branch fast-forwards from it.
+        written. ``exclude`` (repository-relative) stay as HEAD has them: the run's own output
+        files, which would otherwise make the next run's baseline differ. A clean tree gives
+        HEAD itself, so the best branch fast-forwards from it.
         """
         head = self.head_commit()
         with self._temp_index() as env:
@@ -296,6 +302,11 @@ class Workspace:
                 if head is not None:
                     self.git("read-tree", head, env=env)
                 self.git("add", "-A", "--", ".", env=env)
+            for path in exclude:
+                if head is not None:
+                    self.git("reset", "--quiet", head, "--", path, env=env, check=False)
+                else:
+                    self.git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", path, env=env)
             tree = self.git("write-tree", env=env)
         if head is not None and self.tree_of(head) == tree:
             return head
