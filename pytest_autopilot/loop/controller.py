@@ -32,6 +32,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -492,13 +493,13 @@ class Controller:
     def _round(self, number: int) -> None:
         budget = self.config.budget
         done = [r for r in self.records if r.round == number]
-        reference, reference_result = self._reference(number)
         self.store.append("round", round=number, incumbent=self.incumbent.id, resumed=len(done))
+        reference, reference_result = self._reference(number)
         wanted = budget.candidates - len(done)
         proposals: Sequence[Proposal] = []
         if wanted > 0:
             context = self._context(number, wanted)
-            answer = self.hook.pytest_autopilot_propose(context=context)
+            answer = self._propose(context)
             if answer is None:
                 raise pytest.UsageError(
                     f"{_config_name(self.config)}: optimizer: no plugin answered for "
@@ -519,6 +520,25 @@ class Controller:
             self._live_line(record, reference)
             self.hook.pytest_autopilot_candidate_done(candidate=record)
         self._close_round(number, done)
+
+    def _propose(self, context: OptimizerContext) -> Sequence[Proposal] | None:
+        """Ask the optimizer; a crash in it stops the loop with where it happened, resumable."""
+        try:
+            answer: Sequence[Proposal] | None = self.hook.pytest_autopilot_propose(context=context)
+        except (pytest.UsageError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+            self.store.append(
+                "optimizer_error", round=context.round, traceback=traceback.format_exc()
+            )
+            raise pytest.UsageError(
+                f"optimizer {self.config.optimizer!r} failed in round {context.round}: "
+                f"{type(exc).__name__}: {exc}{where} (traceback in {self.store.journal_path}); "
+                "fix it and run the same command to resume"
+            ) from None
+        return answer
 
     def _reference(self, number: int) -> tuple[CandidateRecord, SessionResult]:
         """The incumbent as candidates are compared with it in this round.

@@ -1,0 +1,140 @@
+"""How often the loop accepts a candidate that is the same code: the A/A false-acceptance rate.
+
+Builds a suite with one pytest-benchmark test (real timings, ``benchmark.pedantic`` with a
+fixed number of rounds) in a temporary git repository, and a conftest.py optimizer that edits
+a parameter file nothing reads: every candidate is a distinct commit whose code behaves
+exactly like the incumbent's. Then it runs ``python -m pytest --autopilot`` for ``--rounds``
+rounds of one candidate each, with the default acceptance settings (``min_effect`` 2%,
+``confidence`` 0.95), so every round is one A/A comparison made exactly as the loop makes
+them: the incumbent re-measured in a fresh worktree and child session, then the candidate;
+a candidate that looks better is measured again, then the incumbent again, and is accepted
+only if that second comparison agrees.
+
+Printed: the false-acceptance rate (target <= 1%), with the rate the first comparison alone
+would have given, so the value of the confirmation is visible.
+
+Usage: ``python benchmarks/false_accept.py [--rounds N] [--check]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 0.01
+
+CONFTEST = """\
+import json
+from pytest_autopilot.proposals import Proposal
+
+def pytest_autopilot_optimizer_names(config):
+    return ["noop"]
+
+def pytest_autopilot_propose(context):
+    if context.optimizer != "noop":
+        return None
+    params = next(p for p in context.parameters if p.path == "params.json")
+    n = len(context.history) + 1
+    return [Proposal(f"n={n} (read by nothing)", edits={params.path: json.dumps({"n": n})})]
+"""
+
+TEST = """\
+def work():
+    return sum(i * i for i in range(3000))
+
+def test_step_time(benchmark):
+    benchmark.pedantic(work, rounds=30, iterations=3, warmup_rounds=3)
+"""
+
+
+def config(rounds: int) -> str:
+    return (
+        "experiment: aa\n"
+        "objective: {metric: test_step_time, goal: min}\n"
+        "parameters: [{path: params.json}]\n"
+        "optimizer: noop\n"
+        f"budget: {{rounds: {rounds}, candidates: 1, patience: {rounds + 1}, minutes: 600}}\n"
+    )
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def build_repo(root: Path, rounds: int) -> None:
+    files = {
+        "params.json": '{"n": 0}',
+        "test_bench.py": TEST,
+        "conftest.py": CONFTEST,
+        "autopilot.yaml": config(rounds),
+        "pytest.ini": "[pytest]\n",
+        ".gitignore": "__pycache__/\n.pytest_cache/\n.benchmarks/\n",
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    git(root, "init", "--quiet")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "--quiet", "-m", "suite")
+
+
+def upper_bound(events: int, trials: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound of a binomial rate (bisection on the CDF)."""
+    if trials == 0:
+        return 1.0
+    low, high = events / trials, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        cdf = sum(
+            math.comb(trials, k) * mid**k * (1 - mid) ** (trials - k) for k in range(events + 1)
+        )
+        low, high = (mid, high) if cdf > 1 - confidence else (low, mid)
+    return high
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=100, help="A/A comparisons (default 100)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="autopilot-false-accept-") as tmp:
+        root = Path(tmp)
+        build_repo(root, args.rounds)
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "--autopilot"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - started
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"the loop failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        journal = root / ".autopilot" / "aa" / "journal.jsonl"
+        events = [json.loads(line) for line in journal.read_text().splitlines()]
+    verdicts = [e for e in events if e["event"] == "candidate"]
+    evaluated = [e for e in verdicts if e["verdict"] in ("accepted", "rejected")]
+    accepted = [e for e in evaluated if e["verdict"] == "accepted"]
+    unconfirmed = [e for e in evaluated if "not confirmed" in e["reason"]]
+    n = len(evaluated)
+    first = len(accepted) + len(unconfirmed)
+    rate = len(accepted) / n if n else math.nan
+    print(f"A/A comparisons: {n} ({len(verdicts) - n} not evaluated), {seconds:.0f} s")
+    print(
+        f"first comparison alone would accept: {first}/{n} = {first / n:.1%}"
+        f" (95% upper bound {upper_bound(first, n):.1%})"
+    )
+    print(
+        f"false-acceptance rate: {len(accepted)}/{n} = {rate:.1%} "
+        f"(95% upper bound {upper_bound(len(accepted), n):.1%}; target <= {TARGET:.0%})"
+    )
+    return 1 if args.check and not rate <= TARGET else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
