@@ -1,0 +1,222 @@
+"""``pytest --autopilot`` with ``optimizer: anthropic`` (real client, local scripted server)
+and ``optimizer: command`` (a small script as the agent), end to end in real git repos."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_messages_api import Error, FakeMessagesAPI, Reply, Request, done, tool_reply
+from gitrepo import GitRepo, init_repo
+
+FAKE_KEY = "sk-ant-e2e-fedcba9876543210"
+
+OBJECTIVE_TEST = """\
+import json, pathlib
+
+def test_loss(autopilot):
+    x = json.loads((pathlib.Path(__file__).parent / "params.json").read_text())["x"]
+    autopilot.record("loss", (x - 3) ** 2, goal="min")
+"""
+
+
+def project(root: Path, **config: Any) -> GitRepo:
+    data: dict[str, Any] = {
+        "experiment": "llm",
+        "objective": {"metric": "loss", "goal": "min"},
+        "parameters": [{"path": "params.json"}],
+        "gates": [{"metric": "loss", "max": 0.5}],
+        "budget": {"rounds": 2, "candidates": 1, "patience": 2},
+        "acceptance": {"min_effect": 0.0},
+        "knowledge": ["notes.md"],
+        **config,
+    }
+    return init_repo(
+        root,
+        {
+            "params.json": '{"x": 0}\n',
+            "autopilot.yaml": json.dumps(data),
+            "test_obj.py": OBJECTIVE_TEST,
+            "notes.md": "The loss is lowest at x = 3.\n",
+            "pytest.ini": "[pytest]\n",
+        },
+    )
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        for variable in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
+            monkeypatch.delenv(variable, raising=False)
+        yield server
+
+
+def everything_written(repo: GitRepo) -> str:
+    """The run's files (journal, transcripts, state, reports) and every git object."""
+    texts = [
+        p.read_text(errors="replace")
+        for p in repo.path.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(repo.path).parts
+    ]
+    objects = subprocess.run(
+        ["git", "cat-file", "--batch-all-objects", "--batch"],
+        cwd=repo.path,
+        capture_output=True,
+        check=True,
+    ).stdout.decode(errors="replace")
+    return "\n".join([*texts, objects])
+
+
+def test_an_improving_edit_is_accepted(
+    pytester: pytest.Pytester, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = project(pytester.path, optimizer="anthropic")
+
+    def answer(request: Request) -> Reply:
+        if len(request.body["messages"]) == 1:
+            edit = {
+                "command": "str_replace",
+                "path": "/params.json",
+                "old_str": "0",
+                "new_str": "3",
+            }
+            return tool_reply(edit, say=f"The notes say x = 3. {FAKE_KEY[:6]}")
+        return done("Moved x to 3, where the notes say the loss is lowest.")
+
+    api.handler = answer
+    result = pytester.runpytest(
+        "--autopilot", "--autopilot-json=out.json", "--autopilot-report=report.md"
+    )
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["autopilot: r1c1 * loss 9 -> 0 (-100%) accepted"])
+
+    data = json.loads((pytester.path / "out.json").read_text())
+    [candidate] = [c for r in data["rounds"] for c in r["candidates"]]
+    assert candidate["verdict"] == "accepted"
+    assert repo.show("autopilot/llm", "params.json") == '{"x": 3}\n'
+    assert "Moved x to 3" in repo.message("autopilot/llm")
+    assert repo.read("params.json") == '{"x": 0}\n', "the user's tree is untouched"
+
+    [opener, closer] = api.message_requests
+    assert "The loss is lowest at x = 3." in opener.body["system"][0]["text"]
+    assert "`params.json`" in opener.body["system"][0]["text"]
+    assert "`test_obj.py`" in opener.body["system"][0]["text"]
+    assert '{"x": 0}' in opener.body["messages"][0]["content"][0]["text"]
+    assert closer.body["messages"][-1]["content"][0]["is_error"] is False
+
+    transcripts = list((repo.path / ".autopilot").rglob("*transcript*"))
+    assert transcripts, "the conversation is journaled"
+    logged = json.loads(transcripts[0].read_text())
+    assert [e["kind"] for e in logged] == ["prompt", "reply", "tool_result", "reply"]
+    usage = candidate["usage"]
+    assert usage["requests"] == 2
+    assert usage["output_tokens"] == sum(u["output_tokens"] for u in api.usage_log)
+    assert usage["cost_usd"] > 0
+
+    assert FAKE_KEY not in everything_written(repo)
+    assert FAKE_KEY not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_missing_key_stops_before_the_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    project(pytester.path, optimizer="anthropic")
+    result = pytester.runpytest("--autopilot")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*optimizer 'anthropic' needs an API key*ANTHROPIC_API_KEY*"])
+    assert "Traceback" not in result.stderr.str()
+    result.stdout.no_fnmatch_line("*test_obj.py*")
+
+
+def test_api_failures_fail_the_candidate_and_the_loop_goes_on(
+    pytester: pytest.Pytester, api: FakeMessagesAPI
+) -> None:
+    project(
+        pytester.path,
+        optimizer="anthropic",
+        anthropic={"max_retries": 1},
+    )
+    api.script(Error(529, "Overloaded"), Error(529, "Overloaded"))
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 1, result.stdout.str()
+    data = json.loads((pytester.path / "out.json").read_text())
+    candidates = [c for r in data["rounds"] for c in r["candidates"]]
+    assert candidates[0]["verdict"] == "failed"
+    assert candidates[0]["reason"] == (
+        "anthropic API 529 overloaded_error after 1 retries: Overloaded"
+    )
+    # The queue is empty now: round 2's request gets a 400 and fails at once, and no third
+    # round runs (rounds: 2), so the loop ends with the gate still failing.
+    assert len(candidates) == 2 and candidates[1]["verdict"] == "failed"
+
+
+def test_the_budget_stops_the_loop(pytester: pytest.Pytester, api: FakeMessagesAPI) -> None:
+    """A reply that costs more than ``budget_usd`` ends its conversation and the loop."""
+    project(pytester.path, optimizer="anthropic", anthropic={"budget_usd": 0.01})
+    edit = {"command": "str_replace", "path": "params.json", "old_str": "0", "new_str": "1"}
+    api.script(Reply(tool_reply(edit).content, "tool_use", output_tokens=2_000))
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 1, result.stdout.str()
+    data = json.loads((pytester.path / "out.json").read_text())
+    [candidate] = [c for r in data["rounds"] for c in r["candidates"]]
+    assert candidate["verdict"] == "accepted"
+    assert "budget_usd 0.01 is spent" in candidate["rationale"]
+    assert candidate["usage"]["cost_usd"] >= 0.01
+    assert len(api.message_requests) == 1, "no request once the budget is spent"
+
+
+AGENT = """\
+import os, pathlib, sys
+prompt = sys.stdin.read()
+assert "The loss is lowest at x = 3." in prompt
+assert pathlib.Path(os.environ["AUTOPILOT_PROMPT_FILE"]).read_text() == prompt
+pathlib.Path("params.json").write_text('{"x": 3}\\n')
+print("Set x to 3 as the notes suggest.")
+"""
+
+CHEATER = """\
+import pathlib
+fake = "def test_loss(autopilot):\\n    autopilot.record('loss', 0)\\n"
+pathlib.Path("test_obj.py").write_text(fake)
+print("made the loss zero")
+"""
+
+
+def test_a_command_agent_makes_the_candidate(pytester: pytest.Pytester) -> None:
+    agent = pytester.path.parent / "agent.py"
+    agent.write_text(AGENT)
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(agent))}"
+    repo = project(pytester.path, optimizer="command", command=command)
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads((pytester.path / "out.json").read_text())
+    [candidate] = [c for r in data["rounds"] for c in r["candidates"]]
+    assert candidate["verdict"] == "accepted"
+    assert repo.show("autopilot/llm", "params.json") == '{"x": 3}\n'
+    assert "Set x to 3 as the notes suggest." in repo.message("autopilot/llm")
+    assert not list(repo.path.rglob("prompt.md")), "the prompt file stays outside the repo"
+
+
+def test_a_command_agent_editing_a_test_is_a_violation(pytester: pytest.Pytester) -> None:
+    agent = pytester.path.parent / "cheater.py"
+    agent.write_text(CHEATER)
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(agent))}"
+    project(
+        pytester.path, optimizer="command", command=command, budget={"rounds": 1, "candidates": 1}
+    )
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 1, result.stdout.str()
+    data = json.loads((pytester.path / "out.json").read_text())
+    [candidate] = [c for r in data["rounds"] for c in r["candidates"]]
+    assert candidate["verdict"] == "violation"
+    assert "test_obj.py" in candidate["reason"]
