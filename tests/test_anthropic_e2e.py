@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -220,3 +221,54 @@ def test_a_command_agent_editing_a_test_is_a_violation(pytester: pytest.Pytester
     [candidate] = [c for r in data["rounds"] for c in r["candidates"]]
     assert candidate["verdict"] == "violation"
     assert "test_obj.py" in candidate["reason"]
+
+
+FIXED_SLUGIFY = """\
+    import re
+    import unicodedata
+
+    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower().replace("'", ""))
+    return "-".join(words)"""
+
+
+def test_the_llm_quickstart_example(pytester: pytest.Pytester, api: FakeMessagesAPI) -> None:
+    """The example suite, as its README runs it, with the server standing in for Claude."""
+    example = Path(__file__).parent.parent / "example_suites" / "llm_quickstart"
+    shutil.copytree(example, pytester.path, dirs_exist_ok=True)
+    repo = init_repo(pytester.path)
+    held_out = ("Don't panic", "Über cool", "Top 10 tips", "snake_case_title", "Input/Output")
+
+    def answer(request: Request) -> Reply:
+        turn = len(request.body["messages"])
+        if turn == 1:
+            return tool_reply(
+                {"command": "view", "path": "data/titles.yaml"},
+                {"command": "view", "path": "slugs/slugify.py"},
+            )
+        if turn == 3:
+            old = '    return "-".join(title.lower().split())'
+            edit = {"command": "str_replace", "path": "slugs/slugify.py", "old_str": old}
+            return tool_reply({**edit, "new_str": FIXED_SLUGIFY})
+        return done("Strip accents, keep ASCII letters and digits, join with dashes.")
+
+    api.handler = answer
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["autopilot: r1c1 * accepted", "autopilot: PASS titles.val*"])
+
+    opener = api.message_requests[0].body
+    prompt = opener["system"][0]["text"] + opener["messages"][0]["content"][0]["text"]
+    assert "Crème brûlée recipe" in prompt, "train failures are fed back"
+    assert "Words are runs of letters and digits" in prompt, "knowledge is in the prefix"
+    assert not [t for t in held_out if t in prompt], "val and test cases are not"
+    dataset_view, source_view = tool_results(api.message_requests[1])
+    assert dataset_view["is_error"] and "cannot be read" in dataset_view["content"]
+    assert not source_view["is_error"]
+    sent = json.dumps([r.body for r in api.message_requests])
+    assert not [t for t in held_out if t in sent]
+    assert "import unicodedata" in repo.show("autopilot/slugs", "slugs/slugify.py")
+
+
+def tool_results(request: Request) -> list[dict[str, Any]]:
+    return [b for b in request.body["messages"][-1]["content"] if b["type"] == "tool_result"]
