@@ -444,3 +444,57 @@ def test_ctrl_c_saves_state_and_the_same_command_resumes_to_the_same_result(
     assert repo.rev("autopilot/demo^{tree}") == reference.rev("autopilot/demo^{tree}")
     ids = [e["id"] for e in journal(repo) if e["event"] == "candidate"]
     assert ids == [e["id"] for e in journal(reference) if e["event"] == "candidate"]
+
+
+SLOW_TEST = """\
+import json, os, pathlib, time
+
+def x():
+    return json.loads((pathlib.Path(__file__).parent / "params.json").read_text())["x"]
+
+def test_loss(autopilot):
+    if x() == 2:
+        time.sleep(float(os.environ.get("SLOW_X2", "0")))
+    autopilot.record("loss", (x() - 3) ** 2, goal="min")
+"""
+
+
+def test_kill_9_loses_only_the_candidate_in_flight(pytester: pytest.Pytester) -> None:
+    repo = project(pytester.path, test=SLOW_TEST)
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["SLOW_X2"] = "60"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--autopilot"],
+        cwd=repo.path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    running = repo.path / ".autopilot" / "demo" / "running" / "r2c1.json"
+
+    def in_flight() -> bool:
+        try:
+            return "pid" in json.loads(running.read_text())
+        except (OSError, ValueError):
+            return False
+
+    _wait_for(in_flight)
+    orphan = json.loads(running.read_text())["pid"]
+    proc.kill()
+    proc.wait()
+    assert _alive(orphan), "the child session outlives a kill -9 of the loop"
+
+    result = pytester.runpytest("--autopilot")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "autopilot: killed the session r2c1 that an earlier run left running",
+            "autopilot: removed the worktree r2c1 left by an earlier run that did not finish",
+            "autopilot: resuming experiment demo after round 1 (1 candidates so far*",
+            "autopilot: r2c1 x=2 loss 4 -> 1 (-75%) accepted",
+            "autopilot: r3c1 x=3 loss 1 -> 0 (-100%) accepted",
+        ]
+    )
+    assert not _alive(orphan)
+    assert json.loads(repo.show("autopilot/demo", "params.json")) == {"x": 3}
+    assert repo.worktrees() == [str(repo.path)]

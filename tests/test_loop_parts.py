@@ -232,6 +232,7 @@ def test_the_journal_survives_a_torn_last_line_and_state_is_replaced_whole(
         "journal.jsonl",
         "logs",
         "results",
+        "running",
         "state.json",
     ]
     store.state_path.write_text("{not json")

@@ -30,7 +30,7 @@ from typing import Literal, Protocol
 
 import pytest
 
-from pytest_autopilot.loop.journal import ExperimentStore
+from pytest_autopilot.loop.journal import ExperimentStore, note_child
 from pytest_autopilot.loop.workspace import Workspace, clean_environ
 from pytest_autopilot.results import SessionResult
 
@@ -245,7 +245,7 @@ class LocalExecutor:
         self.workspace = workspace
         self.store = store
         self.spec = spec
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # cancel() runs in a signal handler too
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._cancelled = False
 
@@ -323,6 +323,7 @@ class LocalExecutor:
             )
             with self._lock:
                 self._running[proc.pid] = proc
+            note = note_child(self.store, log_path.stem, proc.pid)
             try:
                 try:
                     return proc.wait(timeout=timeout), False
@@ -336,6 +337,7 @@ class LocalExecutor:
                 _kill_group(proc, wait=False)  # whatever the session left running
                 with self._lock:
                     self._running.pop(proc.pid, None)
+                note.unlink(missing_ok=True)
 
     def cancel(self) -> None:
         self._cancelled = True

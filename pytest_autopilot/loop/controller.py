@@ -44,7 +44,13 @@ import pytest
 from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, protected_globs
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Evaluation, Executor, LocalExecutor
-from pytest_autopilot.loop.journal import ExperimentStore, Lock, record_from_json, record_to_json
+from pytest_autopilot.loop.journal import (
+    ExperimentStore,
+    Lock,
+    kill_orphans,
+    record_from_json,
+    record_to_json,
+)
 from pytest_autopilot.loop.protect import violations
 from pytest_autopilot.loop.workspace import (
     GitError,
@@ -63,7 +69,7 @@ from pytest_autopilot.proposals import (
     Verdict,
 )
 from pytest_autopilot.report import fmt, gate_lines
-from pytest_autopilot.results import SessionResult
+from pytest_autopilot.results import SessionResult, read_session_file
 
 BUILTIN_PLUGINS = (
     ("autopilot-optimizer-search", "pytest_autopilot.optimizers.search"),
@@ -97,6 +103,7 @@ class LoopRun:
         baseline_commit: str,
         state: dict[str, Any] | None,
         pruned: list[str],
+        orphans: list[str],
     ) -> None:
         self.workspace = workspace
         self.store = store
@@ -105,6 +112,7 @@ class LoopRun:
         self.baseline_tree = workspace.tree_of(baseline_commit)
         self.state = state
         self.pruned = pruned
+        self.orphans = orphans
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.lock.release()
@@ -179,6 +187,7 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
     lock = Lock(workspace.experiment_dir / "lock")
     lock.acquire()
     try:
+        orphans = kill_orphans(store)
         pruned = workspace.prune_worktrees()
         fresh = bool(pytest_config.getoption("autopilot_fresh", False))
         state = None if fresh else store.load_state()
@@ -190,7 +199,7 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
             "HEAD plus the uncommitted changes present when the run started.\n",
             exclude=_output_files(pytest_config, workspace),
         )
-        run = LoopRun(workspace, store, lock, baseline_commit, state, pruned)
+        run = LoopRun(workspace, store, lock, baseline_commit, state, pruned, orphans)
         if state is not None and state.get("baseline_tree") != run.baseline_tree:
             changed = workspace.changed_paths(str(state.get("baseline_tree")), run.baseline_tree)
             shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
@@ -262,6 +271,11 @@ class Controller:
             run.workspace, run.store, ChildSpec.from_config(pytest_config, run.workspace)
         )
         self.hook = pytest_config.hook
+        given = pytest_config.getoption("autopilot_baseline", None)
+        self.gate_baseline = (
+            read_session_file(pytest_config.invocation_params.dir / given) if given else None
+        )
+        """``--autopilot-baseline``: what relative gates compare with, instead of the run's r0."""
         self.records: list[CandidateRecord] = []
         self.results: dict[str, SessionResult] = {}
         self.gates: dict[str, list[GateStatus]] = {}
@@ -370,6 +384,8 @@ class Controller:
     def _start(self) -> None:
         state = self.run_info.state
         budget = self.config.budget
+        for label in self.run_info.orphans:
+            self._say(f"killed the session {label} that an earlier run left running")
         for name in self.run_info.pruned:
             self._say(f"removed the worktree {name} left by an earlier run that did not finish")
         if state is not None:
@@ -486,7 +502,8 @@ class Controller:
     def _evaluate_gates(self, result: SessionResult) -> list[GateStatus]:
         from pytest_autopilot.gates import evaluate_gates
 
-        return evaluate_gates(self.config, result, self.results.get("r0", result))
+        baseline = self.gate_baseline or self.results.get("r0", result)
+        return evaluate_gates(self.config, result, baseline)
 
     # -- rounds ------------------------------------------------------------------------------
 

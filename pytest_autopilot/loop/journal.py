@@ -8,13 +8,18 @@
 - ``lock``: the pid (and start time) of the run that owns the experiment. A lock whose process
   is gone is stale and taken over; a live one makes a second run refuse.
 - ``results/<label>.json`` and ``logs/<label>.log``: each child session's result and output.
+- ``running/<label>.json``: the process group of each child session in flight. Children run in
+  sessions of their own, so a ``kill -9`` of the loop leaves them running: the next start
+  kills what these files name (:func:`kill_orphans`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import time
 from pathlib import Path
@@ -37,9 +42,10 @@ class ExperimentStore:
         self.state_path = directory / "state.json"
         self.results_dir = directory / "results"
         self.logs_dir = directory / "logs"
+        self.running_dir = directory / "running"
 
     def ensure(self) -> None:
-        for path in (self.directory, self.results_dir, self.logs_dir):
+        for path in (self.directory, self.results_dir, self.logs_dir, self.running_dir):
             path.mkdir(parents=True, exist_ok=True)
 
     def append(self, event: str, **data: Any) -> None:
@@ -96,6 +102,7 @@ class ExperimentStore:
         self.state_path.unlink(missing_ok=True)
         shutil.rmtree(self.results_dir, ignore_errors=True)
         shutil.rmtree(self.logs_dir, ignore_errors=True)
+        shutil.rmtree(self.running_dir, ignore_errors=True)
         self.ensure()
 
     def result_path(self, label: str) -> Path:
@@ -120,6 +127,31 @@ def write_durably(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def note_child(store: ExperimentStore, label: str, pid: int) -> Path:
+    """Record a child session's process group while it runs (see :func:`kill_orphans`)."""
+    path = store.running_dir / f"{label}.json"
+    path.write_text(json.dumps({"pid": pid, "start": _process_start(pid)}))
+    return path
+
+
+def kill_orphans(store: ExperimentStore) -> list[str]:
+    """Kill the process groups of child sessions a dead run left behind; their labels."""
+    killed = []
+    paths = sorted(store.running_dir.glob("*.json")) if store.running_dir.exists() else []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            pid, start = int(data["pid"]), data.get("start")
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, start = 0, None
+        if pid > 0 and process_alive(pid, start if isinstance(start, str) else None):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            killed.append(path.stem)
+        path.unlink(missing_ok=True)
+    return killed
 
 
 def _process_start(pid: int) -> str | None:
