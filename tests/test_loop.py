@@ -270,6 +270,16 @@ def test_violations_are_refused_before_evaluation_and_stale_runs_are_recovered(
     repo = project(
         pytester.path, conftest=VIOLATING_CONFTEST, optimizer="bad", budget={"candidates": 6}
     )
+    # A test that needs a file git ignores passes here, and fails in a clean worktree.
+    repo.commit(
+        "local config",
+        {
+            ".gitignore": "__pycache__/\n.pytest_cache/\nlocal.cfg\n",
+            "local.cfg": "secret\n",
+            "test_local.py": "import pathlib\n\ndef test_local():\n"
+            "    assert pathlib.Path(__file__).with_name('local.cfg').exists()\n",
+        },
+    )
     # What a run killed with -9 leaves: a lock of a dead process and a worktree.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -283,6 +293,8 @@ def test_violations_are_refused_before_evaluation_and_stale_runs_are_recovered(
     result.stdout.fnmatch_lines(
         [
             "autopilot: removed the worktree r9c9 left by an earlier run that did not finish",
+            "autopilot: warning: in a clean worktree, the baseline broke 1 test(s) that passed "
+            "here: test_local.py::test_local failed (does a test need a file that git ignores*",
             "autopilot: r1c1 test_obj.py +1 -5 violation: M test_obj.py: test_obj.py is protected",
             "autopilot: r1c2 other.py +1 -0 violation: A other.py: other.py matches no parameter*",
             "autopilot: r1c3 * violation: T params.json: symlinks may not be*",

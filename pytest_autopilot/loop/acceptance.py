@@ -27,7 +27,9 @@ PASS_RATE_TOLERANCE = 1e-9
 MAX_NAMED = 5
 
 
-def regressions(incumbent: SessionResult, candidate: SessionResult) -> list[str]:
+def regressions(
+    incumbent: SessionResult, candidate: SessionResult, *, where: str = "on the incumbent"
+) -> list[str]:
     """What worked on the incumbent and does not on the candidate; empty when nothing."""
     broken: list[str] = []
     for nodeid, before in incumbent.tests.items():
@@ -42,7 +44,7 @@ def regressions(incumbent: SessionResult, candidate: SessionResult) -> list[str]
     if broken:
         shown = "; ".join(broken[:MAX_NAMED])
         more = f" (and {len(broken) - MAX_NAMED} more)" if len(broken) > MAX_NAMED else ""
-        problems.append(f"broke {len(broken)} test(s) that passed on the incumbent: {shown}{more}")
+        problems.append(f"broke {len(broken)} test(s) that passed {where}: {shown}{more}")
     for name, metric in sorted(incumbent.metrics.items()):
         if not name.endswith(".pass_rate"):
             continue

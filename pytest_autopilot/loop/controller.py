@@ -429,6 +429,12 @@ class Controller:
                 f"must be committed or not ignored (log: {evaluation.log})"
             )
         result = evaluation.result
+        for problem in acceptance.regressions(self.session_result, result, where="here"):
+            self._say(
+                f"warning: in a clean worktree, the baseline {problem} "
+                "(does a test need a file that git ignores or does not track?)",
+                yellow=True,
+            )
         self.baseline.metrics = result.metrics
         self.baseline.verdict = "accepted"
         self.baseline.reason = "baseline"
