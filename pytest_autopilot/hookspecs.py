@@ -86,7 +86,10 @@ def pytest_autopilot_accept(
     """Decide whether an evaluated candidate beats the incumbent.
 
     Called only for candidates that ran, passed the diff checks and broke no test that
-    passed on the incumbent. Stops at first non-None result.
+    passed on the incumbent. When the objective carries samples (a timing), an accepted
+    candidate is measured again, then the incumbent again, and this hook is asked a second
+    time with those measurements: the candidate is kept only if both answers accept.
+    Stops at first non-None result.
 
     :param candidate: the candidate, with its metrics (and samples).
     :param incumbent: the incumbent, measured the same way.
