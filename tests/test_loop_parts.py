@@ -320,6 +320,9 @@ def test_acceptance_needs_a_confident_improvement_beyond_min_effect() -> None:
     assert not ok and "needs samples" in why
     assert (accept(record(0.9), record(1.0), CONFIG) or (False, ""))[0]
     assert not (accept(record(0.99), record(1.0), CONFIG) or (True, ""))[0]
+    unmeasured = CandidateRecord("r0", 0, None, None, "")
+    assert (accept(record(5.0), unmeasured, CONFIG) or (False, ""))[0]
+    assert not (accept(unmeasured, record(5.0), CONFIG) or (True, ""))[0]
 
 
 # -- refusals before the session runs -------------------------------------------------------
