@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import threading
@@ -458,7 +459,7 @@ class Controller:
         )
         self._say(
             f"r0 baseline {self.objective.metric} "
-            f"{fmt(self.baseline.objective_value(self.objective))} ({evaluation.duration:.1f}s)"
+            f"{_num(self.baseline.objective_value(self.objective))} ({evaluation.duration:.1f}s)"
         )
         self._save()
 
@@ -910,7 +911,7 @@ class Controller:
         line = f"{record.id} {self._change(record)}"
         if after is not None:
             before = reference.objective_value(self.objective)
-            line += f" {name} {fmt(before)} -> {fmt(after)}{_percent(before, after)}"
+            line += f" {name} {_num(before)} -> {_num(after)}{_percent(before, after)}"
         line += f" {record.verdict}"
         if record.verdict != "accepted":
             line += f": {_shorten(record.reason, 100)}"
@@ -925,10 +926,10 @@ class Controller:
             f"{sum(1 for r in self.records if r.verdict == 'accepted')} accepted)"
         )
         rows = [("id", "verdict", name, "change")]
-        rows.append(("r0", "baseline", fmt(base), ""))
+        rows.append(("r0", "baseline", _num(base), ""))
         for record in self.records:
             value = record.objective_value(self.objective)
-            shown = fmt(value) + _percent(base, value) if value is not None else "-"
+            shown = _num(value) + _percent(base, value) if value is not None else "-"
             rows.append((record.id, str(record.verdict), shown, self._change(record)))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
@@ -952,7 +953,7 @@ class Controller:
         best = self.incumbent.objective_value(self.objective)
         self._say(
             f"best: {self.incumbent.id} ({str(self.incumbent.commit)[:10]}) {name} "
-            f"{fmt(base)} -> {fmt(best)}{_percent(base, best)} on branch {branch}",
+            f"{_num(base)} -> {_num(best)}{_percent(base, best)} on branch {branch}",
             green=True,
         )
         self._say(f"bring it in with: git merge {branch}   (or rerun with --autopilot-apply)")
@@ -1037,6 +1038,13 @@ def _result_metrics(result: SessionResult | None) -> dict[str, Any]:
     if result is None:
         return {}
     return {name: m.to_json() for name, m in sorted(result.metrics.items())}
+
+
+def _num(value: float | None) -> str:
+    """Four significant digits for the terminal; the commit messages and JSON keep them all."""
+    if value is None or not math.isfinite(value) or float(value).is_integer():
+        return fmt(value)
+    return f"{value:.4g}"
 
 
 def _percent(before: float | None, after: float | None) -> str:
