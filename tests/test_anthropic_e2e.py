@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # noqa: F401
 from fake_messages_api import Error, FakeMessagesAPI, Reply, Request, done, tool_reply
 from gitrepo import GitRepo, init_repo
+
+# ``yaml`` is imported here on purpose: in-process pytester runs drop the modules they imported
+# when they end, and a later run that re-imports ``yaml`` gets a CSafeLoader (C extension,
+# loaded once) that builds nodes of the dropped module, so dataset files fail to parse.
 
 FAKE_KEY = "sk-ant-e2e-fedcba9876543210"
 
