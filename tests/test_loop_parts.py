@@ -169,8 +169,12 @@ def test_trees_are_built_without_a_checkout_and_diffs_see_renames_modes_and_syml
         (worktree / "link").symlink_to("p/b.yaml")
         return "moved"
 
+    hook = repo.path / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {tmp_path / 'hook-ran'}\n")
+    hook.chmod(0o755)
     tree, rationale = ws.tree_in_worktree(head, "r1c1", {}, change)
     assert rationale == "moved"
+    assert not (tmp_path / "hook-ran").exists(), "the user's hooks never run in worktrees"
     entries = {e.describe(): (e.old_mode, e.new_mode) for e in ws.diff(head, tree)}
     assert entries == {
         "R p/a.yaml -> p/b.yaml": ("100644", "100644"),

@@ -75,10 +75,12 @@ def git(
     """Run git and return its stdout without the trailing newline.
 
     It runs in a session of its own, so that a Ctrl+C meant for pytest never stops git half-way
-    through writing a ref; the loop notices the interrupt between git commands instead.
+    through writing a ref; the loop notices the interrupt between git commands instead. The
+    user's hooks never run (a post-checkout hook in every candidate worktree would be theirs
+    to pay for, and not theirs to expect).
     """
     proc = subprocess.run(
-        ["git", *args],
+        ["git", "-c", "core.hooksPath=/dev/null", *args],
         cwd=cwd,
         env=clean_environ(env),
         input=input,
