@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # noqa: F401  (in-process pytester runs must not re-import its C loader)
 from gitrepo import GitRepo, init_repo
 
 WALK_CONFTEST = """\
