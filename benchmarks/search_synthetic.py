@@ -1,0 +1,218 @@
+"""The built-in search against random search (and Optuna's TPE when installed) on synthetic
+objectives over the SPDL example's space.
+
+Each objective is a cheap model of a data-loading step time: a fetch stage bound by storage
+latency and concurrency, a decode stage bound by cores and the GIL, a sink buffer that
+stalls the pipeline when small, an executor kind and per-batch fetching, with contention
+when threads outnumber cores. The true optimum is found by enumerating the whole space
+(32768 points). Every method starts from the same poor default, evaluated for free, and
+sees evaluations with multiplicative Gaussian noise (``--noise``); what counts is how many
+evaluations it needs until it has *evaluated* a point whose true value is within 10% of the
+optimum. The search runs through :func:`pytest_autopilot.optimizers.search.drive`, i.e. the
+real hook with two candidates per round.
+
+    python benchmarks/search_synthetic.py [--seeds 10] [--budget 60] [--noise 0 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pytest_autopilot.config import ChoiceDimension, Dimension, IntDimension
+from pytest_autopilot.optimizers.search import drive
+
+SPACE: dict[str, Dimension] = {
+    "fetch_concurrency": IntDimension(1, 64, log=True),
+    "decode_concurrency": IntDimension(1, 8),
+    "buffer_size": IntDimension(1, 32),
+    "executor": ChoiceDimension(("thread", "process")),
+    "batch_fetching": ChoiceDimension((False, True)),
+}
+START: dict[str, Any] = {
+    "fetch_concurrency": 2,
+    "decode_concurrency": 1,
+    "buffer_size": 2,
+    "executor": "thread",
+    "batch_fetching": False,
+}
+
+Objective = Callable[[dict[str, Any]], float]
+
+
+def pipeline(
+    latency: float,
+    batch_latency: float,
+    decode_cost: float,
+    gil: float,
+    ipc: float,
+    contention: float,
+    stall: float,
+    cores: int = 2,
+    items: int = 32,
+) -> Objective:
+    """Step time of a fetch -> decode -> batch pipeline, with the bottleneck dominating."""
+
+    def step(p: dict[str, Any]) -> float:
+        f, d, b = p["fetch_concurrency"], p["decode_concurrency"], p["buffer_size"]
+        per_item = batch_latency if p["batch_fetching"] else latency
+        threads = f + (d if p["executor"] == "thread" else 0)
+        fetch = items * per_item / f * (1 + contention * max(0, threads - 4))
+        if p["executor"] == "thread":
+            decode = items * decode_cost * (gil + (1 - gil) / min(d, cores))
+        else:
+            decode = items * (decode_cost + ipc) / min(d, cores)
+        decode *= 1 + 0.05 * max(0, d - cores)
+        slow, fast = max(fetch, decode), min(fetch, decode)
+        return (slow + 0.15 * fast) * (1 + stall / b)
+
+    return step
+
+
+def bowl(p: dict[str, Any]) -> float:
+    """A smooth valley in log space with interacting knobs: not a bottleneck model."""
+    lf = math.log2(p["fetch_concurrency"])
+    x = (lf - 3.5) ** 2 + 0.6 * (p["decode_concurrency"] - 3) ** 2
+    x += 0.02 * (p["buffer_size"] - 20) ** 2 + 0.3 * (lf - 3.5) * (p["decode_concurrency"] - 3)
+    x += 0.8 if p["executor"] == "process" else 0.0
+    x += 0.0 if p["batch_fetching"] else 0.5
+    return 0.01 * (1 + x)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "latency-bound": pipeline(0.004, 0.0015, 0.0008, 0.6, 0.00015, 0.002, 1.5),
+    "cpu-bound": pipeline(0.001, 0.0006, 0.003, 0.9, 0.0002, 0.004, 0.8),
+    "contended": pipeline(0.003, 0.002, 0.001, 0.5, 0.0006, 0.03, 2.0),
+    "bowl": bowl,
+}
+
+
+def all_points() -> list[dict[str, Any]]:
+    ranges: list[list[Any]] = []
+    for dim in SPACE.values():
+        if isinstance(dim, IntDimension):
+            ranges.append(list(range(dim.low, dim.high + 1)))
+        else:
+            assert isinstance(dim, ChoiceDimension)
+            ranges.append(list(dim.choices))
+    return [dict(zip(SPACE, values, strict=True)) for values in itertools.product(*ranges)]
+
+
+def noisy(f: Objective, noise: float, seed: int) -> Objective:
+    rng = random.Random(seed)
+    return lambda p: f(p) * math.exp(noise * rng.gauss(0, 1))
+
+
+def run_search(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
+    trials = drive(SPACE, START, f, evaluations=budget - 1, candidates=2, seed=seed)
+    return [t.params for t in trials]
+
+
+def run_random(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    points = [dict(START)]
+    for _ in range(budget - 1):
+        point: dict[str, Any] = {}
+        for name, dim in SPACE.items():
+            if isinstance(dim, IntDimension):
+                u = rng.random()
+                if dim.log:
+                    x = math.exp(math.log(dim.low) + u * math.log(dim.high / dim.low))
+                else:
+                    x = dim.low + u * (dim.high - dim.low)
+                point[name] = min(dim.high, max(dim.low, round(x)))
+            else:
+                assert isinstance(dim, ChoiceDimension)
+                point[name] = rng.choice(dim.choices)
+        f(point)
+        points.append(point)
+    return points
+
+
+def run_tpe(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial(dict(START))
+    points: list[dict[str, Any]] = []
+
+    def objective(trial: Any) -> float:
+        point: dict[str, Any] = {}
+        for name, dim in SPACE.items():
+            if isinstance(dim, IntDimension):
+                point[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
+            else:
+                assert isinstance(dim, ChoiceDimension)
+                point[name] = trial.suggest_categorical(name, list(dim.choices))
+        points.append(point)
+        return f(point)
+
+    study.optimize(objective, n_trials=budget)
+    return points
+
+
+def evaluations_to_target(points: list[dict[str, Any]], f: Objective, target: float) -> int | None:
+    for index, point in enumerate(points, start=1):
+        if f(point) <= target:
+            return index
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=60)
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.05])
+    args = parser.parse_args()
+    methods: dict[str, Callable[[Objective, int, int], list[dict[str, Any]]]] = {
+        "search": run_search,
+        "random": run_random,
+    }
+    try:
+        import optuna  # noqa: F401
+
+        methods["tpe"] = run_tpe
+    except ImportError:
+        print("(optuna is not installed: no TPE column; pip install optuna)")
+    points = all_points()
+    miss = args.budget + 1
+    print(
+        f"evaluations until a point within 10% of the true optimum is evaluated "
+        f"(median over {args.seeds} seeds, start point included; >{args.budget} counts as "
+        f"{miss}); [hits/seeds]"
+    )
+    header = f"{'objective':<14} {'noise':>5} " + " ".join(f"{m:>14}" for m in methods)
+    if "tpe" in methods:
+        header += f" {'search/tpe':>10}"
+    print(header)
+    for name, f in OBJECTIVES.items():
+        best = min(f(p) for p in points)
+        start = f(START)
+        for noise in args.noise:
+            medians: dict[str, float] = {}
+            cells = []
+            for method, run in methods.items():
+                began = time.perf_counter()
+                counts = []
+                for seed in range(args.seeds):
+                    tried = run(noisy(f, noise, 1000 + seed), args.budget, seed)
+                    counts.append(evaluations_to_target(tried, f, 1.1 * best))
+                hits = sum(c is not None for c in counts)
+                medians[method] = statistics.median(c or miss for c in counts)
+                seconds = time.perf_counter() - began
+                cells.append(f"{medians[method]:>5g} [{hits:>2}/{args.seeds}] {seconds:>3.0f}s")
+            line = f"{name:<14} {noise:>5g} " + " ".join(f"{c:>14}" for c in cells)
+            if "tpe" in methods:
+                line += f" {medians['search'] / medians['tpe']:>10.2f}"
+            print(line + f"   (start {start / best:.1f}x the optimum)")
+
+
+if __name__ == "__main__":
+    main()
