@@ -608,6 +608,7 @@ class Controller:
                     other.reason = f"passed acceptance, but {best.id} was better ({other.reason})"
                     self._file_ref(other)
                     self.store.append("superseded", id=other.id, by=best.id)
+                    self._say(f"{other.id} passed acceptance too, but {best.id} is better: kept")
             self.incumbent = best
             self.results[best.id] = self._load_result(best.id)
             self.workspace.set_ref(
