@@ -1,49 +1,46 @@
 """``optimizer: search``: deterministic, history-driven search over the typed parameter spaces.
 
-The built-in optimizer for ``space:`` declarations (int with optional ``log``, float with
-optional ``log``, choice). It needs no API key and is meant for what such spaces usually
-hold: concurrency, buffer sizes, batch sizes, executor kinds, where each evaluation is a
-noisy benchmark session and costs seconds to minutes. So it spends evaluations where the
-objective moves instead of covering the space.
+The built-in optimizer for ``space:`` declarations (int and float with optional ``log``,
+choice). It needs no API key and is meant for what such spaces usually hold: concurrency,
+buffer sizes, executor kinds, where each evaluation is a noisy benchmark session costing
+seconds to minutes, so every evaluation must count. Each round:
 
-The algorithm: an adaptive coordinate (compass) search on a normalized scale, with
-one-dimensional line searches and transfer of what worked.
-
-1. Scale. Every numeric dimension maps to ``u`` in [0, 1], on the log scale with ``log:
-   true``; ints round to the nearest value. The objective is compared on the log scale when
-   every value seen is positive (so "20% faster" weighs the same at 100 ms and at 5 ms), and
-   ``goal: max`` is negated.
+1. Scale. A numeric dimension maps to ``u`` in [0, 1], on the log scale with ``log: true``;
+   ints round to the nearest value. The objective is compared on the log scale when every
+   value seen is positive ("20% faster" weighs the same at 100 ms and at 5 ms), negated for
+   ``goal: max``.
 2. State comes from the history alone: every candidate with ``params`` is a point with its
-   objective (a failed, timed-out or test-breaking candidate is a point that must not be
-   approached again). The search keeps no memory of its own, so a resumed experiment, a
-   changed seed or another optimizer's candidates in the history all just work, and a point
-   already in the history (after normalization) is never proposed again.
-3. The center is the best point seen. The loop's incumbent stays the center unless another
-   point beats it by more than the noise (``acceptance.min_effect``, the run-to-run noise
-   and the incumbent's own sampling error); a center other than the incumbent is proposed
-   from as ``Proposal.parent``, so the experiment branches back to it.
-4. Moves from the center, one dimension at a time, each with an estimated gain:
+   measured objective; a failed, timed-out or test-breaking candidate counts as clearly
+   worse than anything measured. Candidates without ``params`` (the baseline once the
+   incumbent moved, another optimizer's) are read back from their commits. Nothing is kept
+   between rounds, so resuming, changing the seed or mixing optimizers just works, and a
+   point already in the history (after normalization) is never proposed again.
+3. Candidates. Local moves around the three best points (the incumbent first unless another
+   point beats it by more than the noise): along one dimension at a time, a line search on
+   the normalized scale (a big first step toward the farther bound, twice the step further
+   in a direction that improved, bisection toward the vertex of the parabola through the
+   center and its neighbors once bracketed; ints stop at adjacent values, floats at 1% of
+   the range); every other choice; a value that improved the objective from another point
+   (transfer), all such values at once (a pattern move) and pairs of changes that each
+   moved the objective (interactions). Plus 200 seeded random points of the whole space.
+4. Model. A Gaussian process (Matern 5/2, one length scale per dimension fitted by
+   likelihood, noise never below the run-to-run noise ``acceptance.min_effect``) predicts
+   the objective at every candidate; the value of a candidate is its expected improvement
+   over the best predicted point. When a feedback note names a bottleneck (``bottleneck:
+   stage 'decode' ...``), the round's first candidate is the best one that changes only
+   dimensions whose dotted key mentions that name. Each chosen candidate is assumed to land
+   on its prediction (kriging believer) before the next one is chosen, so a round's
+   candidates explore different things. Ties, as in the first round, go to the local moves'
+   own estimate, then to a seeded order of the dimensions.
+5. A candidate generated around a point other than the incumbent branches from that point's
+   commit (``Proposal.parent``). The rationale names each change from that point, the kind of
+   move and what the model expects. The optimizer returns ``[]`` only when every point of a
+   finite space has been tried.
 
-   - a dimension never probed: one big step toward its farther bound (half the way there)
-     with a fixed exploration value, so every knob gets measured early;
-   - along a dimension already probed through the center, a line search: when the center
-     improved on a neighbor, extend in the same direction with twice the step (1 -> 4 ->
-     16 on a log scale); once the minimum is bracketed, bisect toward the vertex of the
-     parabola through the center and its two neighbors, worth the improvement the parabola
-     predicts. Ints stop when the neighbors are adjacent, floats at 1% of the range;
-   - a value that improved the objective elsewhere (the same change made from another
-     point) is tried at the center first: transfer, worth the improvement it gave there;
-   - a dimension probed only far away: worth its largest observed effect, and at least half
-     of what the objective improved since that measurement (a stale "no effect" is
-     re-measured once the bottleneck moved);
-   - each other choice of a choice dimension, valued the same way.
-
-   Feedback notes from the incumbent's session that name a bottleneck (``bottleneck: stage
-   'decode' ...``) raise the value of the dimensions whose dotted key mentions that name.
-5. A round takes the K most valuable moves, at most one per dimension while others remain,
-   ties broken by a seeded order of the dimensions. When the center has nothing left, the
-   next best points are used as centers (backtracking), then seeded random points; the
-   optimizer returns ``[]`` only when every point of a finite space has been tried.
+On bottleneck models of the SPDL example's space (``benchmarks/search_synthetic.py``) it
+reaches within 10% of the optimum in about half to all of the evaluations Optuna's TPE
+needs, and far fewer than random search. It is pure Python: a round over 60 measured points
+takes a fraction of a second.
 """
 
 from __future__ import annotations
@@ -91,20 +88,14 @@ FLOAT_RESOLUTION = 0.01
 
 HINT_FACTOR = 1.5
 HINT_BONUS = 0.15
-"""A dimension named by a bottleneck note: value * factor + bonus."""
+"""A dimension named by a bottleneck note: local moves along it are worth value * factor +
+bonus, and the first candidate of the round changes only such dimensions."""
 
 FAILED_PENALTY = 1.0
 """How much worse than the center a failed point counts when valuing moves toward it."""
 
-MAX_CENTERS = 12
-"""Backtracking considers at most this many of the best points as centers."""
-
 MAX_GIT_READS = 64
 """Candidates without ``params`` whose parameter files are read back from git, at most."""
-
-GLOBAL = 0.5
-"""A random point is worth this fraction of the noise level: it goes before local moves that
-are not expected to move the objective beyond the noise."""
 
 PATTERN, PAIR, RANDOM = -1, -2, -3
 """``Move.axis`` of moves along several dimensions."""
@@ -115,7 +106,6 @@ POOL_CENTERS = 3
 POOL_RANDOM = 200
 """Random points added to the candidate pool, so the model can send the search far away."""
 
-RANDOM_TRIES = 500
 ENUMERATE_LIMIT = 200_000
 
 
@@ -494,7 +484,7 @@ class Search:
         self.observe()
         wanted = max(0, self.context.max_candidates)
         centers = self._centers()
-        pool: dict[Key, tuple[Move, Observed]] = {}
+        pool: dict[Key, tuple[Move, Observed | None]] = {}
         for depth, center in enumerate(centers[:POOL_CENTERS]):
             for move in self.moves(center):
                 if depth:
@@ -506,8 +496,11 @@ class Search:
             key = self.key(point)
             if key not in self.seen and key not in pool:
                 move = Move(point, 0.0, RANDOM, "a point far from those tried")
-                pool[key] = (move, self._nearest(point, centers))
-        chosen = self._choose(list(pool.values()), wanted)
+                pool[key] = (move, None)
+        chosen = [
+            (move, center or self._nearest(move.point, centers))
+            for move, center in self._choose(list(pool.values()), wanted)
+        ]
         taken = {self.key(move.point) for move, _ in chosen}
         for point in self._remaining(wanted - len(chosen), taken):
             move = Move(point, 0.0, RANDOM, "one of the last points not tried")
@@ -540,7 +533,9 @@ class Search:
             key=lambda c: (_distance2(x, self.encoder.encode(c.point)), c.f),
         )
 
-    def _choose(self, pool: list[tuple[Move, Observed]], count: int) -> list[tuple[Move, Observed]]:
+    def _choose(
+        self, pool: list[tuple[Move, Observed | None]], count: int
+    ) -> list[tuple[Move, Observed | None]]:
         """The ``count`` moves of the largest expected improvement under a Gaussian-process
         model of the objective; each chosen move is then assumed to land on the model's
         prediction (kriging believer), so the next one goes elsewhere."""
@@ -553,24 +548,32 @@ class Search:
         ys = _finite_targets([y for _, y in observations])
         model = fit_model(xs, ys, self.encoder.groups, self.tol)
         candidates = [(move, center, self.encoder.encode(move.point)) for move, center in pool]
-        chosen: list[tuple[Move, Observed]] = []
+        incumbent = self.seen[self.key(self.incumbent_point)]
+        chosen: list[tuple[Move, Observed | None]] = []
         for _ in range(min(count, len(candidates))):
             best_mean = min(model.predict(x)[0] for x in xs)
             scored = []
             for index, (move, center, x) in enumerate(candidates):
                 mean, sd = model.predict(x)
                 value = _expected_improvement(best_mean, mean, sd)
-                if self.hinted and any(
-                    i in self.hinted and a != b
-                    for i, (a, b) in enumerate(zip(move.point, center.point, strict=True))
-                ):
-                    value *= HINT_FACTOR
-                scored.append((value, move.gain, -self.rank.get(move.axis, 0), -index, mean))
-            top = max(range(len(candidates)), key=lambda k: scored[k][:4])
+                origin = (center or incumbent).point
+                changed = {
+                    i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b
+                }
+                hinted = bool(changed) and changed <= self.hinted
+                scored.append(
+                    (hinted, value, move.gain, -self.rank.get(move.axis, 0), -index, mean)
+                )
+            first = not chosen and any(entry[0] for entry in scored)
+            top = max(
+                range(len(candidates)),
+                key=lambda k: (scored[k][0], *scored[k][1:5]) if first else scored[k][1:5],
+            )
             move, center, x = candidates.pop(top)
-            mean = scored[top][4]
-            if center.f is not None and math.isfinite(center.f):
-                move.reason += f"; model: {_percent_change(mean - center.f)}"
+            mean = scored[top][5]
+            reference = (center or incumbent).f
+            if reference is not None and math.isfinite(reference):
+                move.reason += f"; model: {_percent_change(mean - reference)}"
             chosen.append((move, center))
             xs = [*xs, x]
             ys = [*ys, mean]
@@ -581,23 +584,6 @@ class Search:
         """Earlier evaluated first among equals."""
         ids = [r.id for r in observed.records]
         return min((_record_order(i) for i in ids), default=0)
-
-    def _select(self, moves: list[Move], count: int) -> list[Move]:
-        moves.sort(key=lambda m: (-m.gain, self.rank.get(m.axis, -1)))
-        picked: list[Move] = []
-        used_axes: list[int] = []
-        keys: list[Key] = []
-        for diverse in (True, False):
-            for move in moves:
-                if len(picked) >= count:
-                    return picked
-                key = self.key(move.point)
-                if key in keys or (diverse and move.axis in used_axes):
-                    continue
-                picked.append(move)
-                keys.append(key)
-                used_axes.append(move.axis)
-        return picked
 
     # -- moves from one center ---------------------------------------------------------
 
@@ -885,21 +871,6 @@ class Search:
         return (*point[:i], self.axes[i].plain(value), *point[i + 1 :])
 
     # -- fallbacks ---------------------------------------------------------------------
-
-    def _random_points(self, count: int, taken: set[Key]) -> list[Point]:
-        if count <= 0:
-            return []
-        rng = random.Random(self.context.seed * 1_000_003 + len(self.seen))
-        found: list[Point] = []
-        for _ in range(RANDOM_TRIES):
-            if len(found) >= count:
-                return found
-            point = tuple(self._random_value(axis, rng) for axis in self.axes)
-            key = self.key(point)
-            if key not in self.seen and key not in taken:
-                found.append(point)
-                taken.add(key)
-        return found + self._remaining(count - len(found), taken)
 
     @staticmethod
     def _random_value(axis: Axis, rng: random.Random) -> Scalar:

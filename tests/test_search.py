@@ -1,0 +1,448 @@
+"""The built-in ``search`` optimizer: driven in-process through its hook, and once end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # noqa: F401  (in-process pytester runs must not re-import its C loader)
+from gitrepo import init_repo
+
+from pytest_autopilot.config import (
+    AutopilotConfig,
+    ChoiceDimension,
+    Dimension,
+    FloatDimension,
+    IntDimension,
+    Objective,
+    ParameterSpec,
+)
+from pytest_autopilot.optimizers import search
+from pytest_autopilot.optimizers.search import drive
+from pytest_autopilot.paramfiles import read_values
+from pytest_autopilot.proposals import (
+    CandidateRecord,
+    FeedbackItem,
+    OptimizerContext,
+    ParameterFile,
+)
+from pytest_autopilot.results import Metric
+
+LOADER: dict[str, Dimension] = {
+    "fetch.concurrency": IntDimension(1, 64, log=True),
+    "decode.concurrency": IntDimension(1, 8),
+    "buffer_size": IntDimension(1, 32),
+    "executor": ChoiceDimension(("thread", "process")),
+    "batch_fetching": ChoiceDimension((False, True)),
+}
+LOADER_START: dict[str, Any] = {
+    "fetch.concurrency": 2,
+    "decode.concurrency": 1,
+    "buffer_size": 2,
+    "executor": "thread",
+    "batch_fetching": False,
+}
+
+
+def step_time(p: dict[str, Any]) -> float:
+    """A data loader's step time: the slower of a latency-bound fetch stage and a CPU-bound
+    decode stage (2 cores, a GIL-bound share under threads), stalled by a small buffer."""
+    per_item = 0.0015 if p["batch_fetching"] else 0.004
+    threads = p["fetch.concurrency"] + (p["decode.concurrency"] if p["executor"] == "thread" else 0)
+    fetch = 32 * per_item / p["fetch.concurrency"] * (1 + 0.002 * max(0, threads - 4))
+    d = p["decode.concurrency"]
+    if p["executor"] == "thread":
+        decode = 32 * 0.0008 * (0.6 + 0.4 / min(d, 2))
+    else:
+        decode = 32 * 0.00095 / min(d, 2)
+    decode *= 1 + 0.05 * max(0, d - 2)
+    return float((max(fetch, decode) + 0.15 * min(fetch, decode)) * (1 + 1.5 / p["buffer_size"]))
+
+
+def optimum(space: dict[str, Dimension], f: Any) -> float:
+    ranges: list[Sequence[Any]] = []
+    for dim in space.values():
+        if isinstance(dim, IntDimension):
+            ranges.append(range(dim.low, dim.high + 1))
+        else:
+            assert isinstance(dim, ChoiceDimension)
+            ranges.append(dim.choices)
+    return float(min(f(dict(zip(space, v, strict=True))) for v in itertools.product(*ranges)))
+
+
+def evaluations_to(trials: list[search.Trial], f: Any, target: float) -> int | None:
+    return next((i for i, t in enumerate(trials, start=1) if f(t.params) <= target), None)
+
+
+def test_answers_only_for_its_own_name() -> None:
+    context = make_context({"x": IntDimension(1, 9)}, "x: 1\n", optimizer="anthropic")
+    assert search.pytest_autopilot_propose(context) is None
+    assert search.pytest_autopilot_optimizer_names(None) == ["search"]  # type: ignore[arg-type]
+
+
+def test_same_seed_same_proposals_other_seed_other_proposals() -> None:
+    def run(seed: int) -> list[tuple[str, dict[str, Any]]]:
+        trials = drive(LOADER, LOADER_START, step_time, evaluations=10, seed=seed)
+        return [(t.id, t.params) for t in trials]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_never_proposes_a_point_twice_and_stops_when_a_finite_space_is_exhausted() -> None:
+    space: dict[str, Dimension] = {"n": IntDimension(1, 4), "mode": ChoiceDimension(("a", "b"))}
+    rng = random.Random(1)
+    trials = drive(space, {"n": 2, "mode": "a"}, lambda p: rng.random(), evaluations=50)
+    points = [(t.params["n"], t.params["mode"]) for t in trials]
+    assert len(points) == len(set(points)) == 8
+
+
+def test_history_points_are_compared_after_normalization() -> None:
+    space: dict[str, Dimension] = {"n": IntDimension(1, 3), "on": ChoiceDimension((False, True))}
+    history = [
+        record(f"r1c{i}", {"n": float(n), "on": on}, 1.0)
+        for i, (n, on) in enumerate([(1, False), (2, True), (3, False), (3, True), (1, True)])
+    ]
+    context = make_context(space, "n: 2\non: false\n", history=history)
+    assert search.pytest_autopilot_propose(context) == []
+
+
+def test_values_respect_bounds_types_and_choices() -> None:
+    space: dict[str, Dimension] = {
+        "workers": IntDimension(2, 300, log=True),
+        "lr": FloatDimension(1e-5, 1e-1, log=True),
+        "ratio": FloatDimension(-1.0, 1.0),
+        "mode": ChoiceDimension(("a", 3, True)),
+    }
+    rng = random.Random(5)
+    trials = drive(
+        space,
+        {"workers": 4, "lr": 0.01, "ratio": 0.0, "mode": "a"},
+        lambda p: rng.random() + 1,
+        evaluations=30,
+    )
+    for t in trials:
+        assert isinstance(t.params["workers"], int) and 2 <= t.params["workers"] <= 300
+        assert isinstance(t.params["lr"], float) and 1e-5 <= t.params["lr"] <= 1e-1
+        assert -1.0 <= t.params["ratio"] <= 1.0
+        assert any(
+            t.params["mode"] == c and type(t.params["mode"]) is type(c) for c in ("a", 3, True)
+        )
+    lrs = sorted(t.params["lr"] for t in trials)
+    below = sum(lr < 1e-3 for lr in lrs)
+    assert below >= len(lrs) // 4, f"a log dimension is explored on the log scale: {lrs}"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_converges_on_a_loader_model(seed: int) -> None:
+    best = optimum(LOADER, step_time)
+    trials = drive(LOADER, LOADER_START, step_time, evaluations=30, seed=seed)
+    reached = evaluations_to(trials, step_time, 1.1 * best)
+    assert reached is not None, min(step_time(t.params) for t in trials) / best
+
+
+def test_converges_on_noisy_timings() -> None:
+    best = optimum(LOADER, step_time)
+    rng = random.Random(11)
+    trials = drive(
+        LOADER,
+        LOADER_START,
+        lambda p: step_time(p) * math.exp(rng.gauss(0, 0.05)),
+        evaluations=36,
+        seed=0,
+    )
+    assert evaluations_to(trials, step_time, 1.15 * best) is not None
+
+
+def test_beats_random_search_on_the_loader_model() -> None:
+    best = optimum(LOADER, step_time)
+    ours, theirs = [], []
+    for seed in range(3):
+        trials = drive(LOADER, LOADER_START, step_time, evaluations=30, seed=seed)
+        ours.append(evaluations_to(trials, step_time, 1.1 * best) or 31)
+        rng = random.Random(seed)
+        points = [LOADER_START] + [
+            {
+                "fetch.concurrency": round(2 ** (6 * rng.random())),
+                "decode.concurrency": rng.randint(1, 8),
+                "buffer_size": rng.randint(1, 32),
+                "executor": rng.choice(["thread", "process"]),
+                "batch_fetching": rng.random() < 0.5,
+            }
+            for _ in range(30)
+        ]
+        theirs.append(next((i for i, p in enumerate(points, 1) if step_time(p) <= 1.1 * best), 31))
+    assert sum(ours) < sum(theirs), (ours, theirs)
+
+
+def test_converges_on_floats_with_a_log_scale() -> None:
+    space: dict[str, Dimension] = {
+        "lr": FloatDimension(1e-6, 1.0, log=True),
+        "momentum": FloatDimension(0.0, 0.99),
+    }
+
+    def loss(p: dict[str, Any]) -> float:
+        return float(1 + (math.log10(p["lr"]) + 3.3) ** 2 + 4 * (p["momentum"] - 0.9) ** 2)
+
+    trials = drive(space, {"lr": 0.5, "momentum": 0.1}, loss, evaluations=30)
+    assert min(loss(t.params) for t in trials) < 1.05
+
+
+def test_maximizes_when_the_goal_is_max() -> None:
+    space: dict[str, Dimension] = {"k": IntDimension(-50, 50), "flag": ChoiceDimension((0, 1))}
+    trials = drive(
+        space,
+        {"k": -40, "flag": 0},
+        lambda p: 100 - abs(p["k"] - 17) + 5 * p["flag"],
+        evaluations=24,
+        goal="max",
+    )
+    assert max(100 - abs(t.params["k"] - 17) + 5 * t.params["flag"] for t in trials) >= 100
+
+
+def test_failed_points_are_avoided_not_fatal() -> None:
+    def guarded(p: dict[str, Any]) -> float | None:
+        return None if p["fetch.concurrency"] > 24 else step_time(p)
+
+    trials = drive(LOADER, LOADER_START, guarded, evaluations=30)
+    failed = [t for t in trials if t.value is None]
+    measured = [t.value for t in trials if t.value is not None]
+    assert len(failed) <= 6
+    best = min(
+        step_time(dict(LOADER_START, **{"fetch.concurrency": 24}, **choice))
+        for choice in (
+            {"batch_fetching": True, "executor": e, "decode.concurrency": d, "buffer_size": 32}
+            for e in ("thread", "process")
+            for d in range(1, 9)
+        )
+    )
+    assert min(measured) <= 1.15 * best
+
+
+def test_a_bottleneck_note_moves_its_stage_first() -> None:
+    text = "fetch:\n  concurrency: 2\ndecode:\n  concurrency: 1\nbuffer_size: 2\n"
+    space = {k: LOADER[k] for k in ("fetch.concurrency", "decode.concurrency", "buffer_size")}
+    note = FeedbackItem(
+        "tests/test_loader.py::test_step_time",
+        "bottleneck: stage 'decode' busy 97% of the time (queue before it full)",
+        "note",
+    )
+
+    def first_change(feedback: list[FeedbackItem]) -> set[str]:
+        proposals = search.pytest_autopilot_propose(make_context(space, text, feedback=feedback))
+        assert proposals and proposals[0].params is not None
+        start = read_values(text, list(space), "yaml")
+        return {k for k, v in proposals[0].params.items() if v != start[k]}
+
+    assert first_change([note]) == {"decode.concurrency"}
+    assert first_change([]) != {"decode.concurrency"}
+
+
+def test_proposals_edit_the_file_keeping_comments_and_say_what_changed() -> None:
+    text = "# tuned by autopilot\nloader:\n  workers: 2  # threads\n  mode: 'fast'\nother: keep\n"
+    space: dict[str, Dimension] = {
+        "loader.workers": IntDimension(1, 64, log=True),
+        "loader.mode": ChoiceDimension(("fast", "safe")),
+    }
+    context = make_context(space, text, max_candidates=3)
+    proposals = list(search.pytest_autopilot_propose(context) or [])
+    assert len(proposals) == 3
+    for proposal in proposals:
+        new = proposal.edits["params.yaml"]
+        assert proposal.params == read_values(new, list(space), "yaml")
+        assert new.startswith("# tuned by autopilot\nloader:\n  workers: ")
+        assert "  # threads\n" in new and new.endswith("other: keep\n")
+        changes = [
+            f"{key} {value} -> {proposal.params[key]}"
+            for key, value in (("loader.workers", 2), ("loader.mode", "fast"))
+            if proposal.params[key] != value
+        ]
+        assert changes and proposal.rationale.startswith("; ".join(changes))
+        assert proposal.parent is None
+
+
+def test_json_parameter_files_are_edited_in_place() -> None:
+    text = '{\n  "pool": {"size": 4, "kind": "thread"},\n  "name": "x"\n}\n'
+    space: dict[str, Dimension] = {
+        "pool.size": IntDimension(1, 16),
+        "pool.kind": ChoiceDimension(("thread", "process")),
+    }
+    context = make_context(space, text, path="conf/params.json")
+    for proposal in search.pytest_autopilot_propose(context) or []:
+        new = proposal.edits["conf/params.json"]
+        assert json.loads(new)["name"] == "x"
+        assert (
+            new.replace('"process"', '"thread"').split('"size": ')[0] == text.split('"size": ')[0]
+        )
+        assert proposal.params == read_values(new, list(space), "json")
+
+
+def test_branches_from_a_better_point_than_the_incumbent() -> None:
+    space: dict[str, Dimension] = {"a": IntDimension(0, 100), "b": IntDimension(0, 100)}
+    history = [
+        record("r1c1", {"a": 80, "b": 50}, 4.0, verdict="rejected"),
+        record("r1c2", {"a": 50, "b": 80}, 9.0),
+        record("r2c1", {"a": 20, "b": 50}, 9.5),
+    ]
+    context = make_context(space, "a: 50\nb: 50\n", history=history, value=10.0, max_candidates=2)
+    proposals = list(search.pytest_autopilot_propose(context) or [])
+    from_best = [p for p in proposals if p.parent == "r1c1"]
+    assert from_best, [p.rationale for p in proposals]
+    for proposal in from_best:
+        assert proposal.rationale.endswith(", from r1c1")
+        assert proposal.params is not None and proposal.params != {"a": 80, "b": 50}
+
+
+def test_the_baseline_point_is_read_back_from_git(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path, {"params.yaml": "n: 1\nmode: a\n"})
+    baseline_commit = repo.git("rev-parse", "HEAD")
+    space: dict[str, Dimension] = {"n": IntDimension(1, 2), "mode": ChoiceDimension(("a", "b"))}
+    history = [
+        record("r1c1", {"n": 2, "mode": "a"}, 5.0, verdict="accepted"),
+        record("r1c2", {"n": 2, "mode": "b"}, 6.0),
+        record("r2c1", {"n": 1, "mode": "b"}, 7.0),
+    ]
+    baseline = record("r0", None, 9.0, verdict=None)
+    baseline.commit = baseline_commit
+    context = make_context(
+        space,
+        "n: 2\nmode: a\n",
+        history=history,
+        incumbent=history[0],
+        baseline=baseline,
+        rootdir=tmp_path,
+    )
+    assert search.pytest_autopilot_propose(context) == []
+
+
+def test_check_refuses_a_config_without_a_space(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    (tmp_path / "params.yaml").write_text("workers: many\n")
+    config = AutopilotConfig(
+        path=tmp_path / "autopilot.yaml",
+        rootdir=tmp_path,
+        parameters=(ParameterSpec("params.yaml"),),
+    )
+    with pytest.raises(pytest.UsageError, match="optimizer 'search' needs a typed space"):
+        search.pytest_autopilot_check(pytestconfig, config)
+    typed = AutopilotConfig(
+        path=tmp_path / "autopilot.yaml",
+        rootdir=tmp_path,
+        parameters=(ParameterSpec("params.yaml", {"workers": IntDimension(1, 8)}),),
+    )
+    with pytest.raises(pytest.UsageError, match=r"params\.yaml: workers: expected an integer"):
+        search.pytest_autopilot_check(pytestconfig, typed)
+    (tmp_path / "params.yaml").write_text("workers: 3\n")
+    search.pytest_autopilot_check(pytestconfig, typed)
+    other = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="command")
+    search.pytest_autopilot_check(pytestconfig, other)
+
+
+E2E_CONFIG = """\
+experiment: e2e
+objective: {metric: loss, goal: min}
+parameters:
+  - path: conf/params.json
+    space:
+      opt.lr: {float: [0.0001, 1.0], log: true}
+      opt.kind: {choice: [sgd, adam]}
+optimizer: search
+budget: {rounds: 6, candidates: 2, patience: 6}
+acceptance: {min_effect: 0.0}
+gates:
+  - {metric: loss, max: 0.3}
+"""
+
+E2E_PARAMS = '{\n  "opt": {"lr": 0.5, "kind": "sgd"},\n  "epochs": 3\n}\n'
+
+E2E_TEST = """\
+import json, math, pathlib
+
+def test_loss(autopilot):
+    conf = json.loads((pathlib.Path(__file__).parent / "conf" / "params.json").read_text())
+    lr, kind = conf["opt"]["lr"], conf["opt"]["kind"]
+    assert conf["epochs"] == 3
+    autopilot.record("loss", abs(math.log10(lr / 0.003)) + (0 if kind == "adam" else 1))
+"""
+
+
+def test_end_to_end_through_the_loop_on_a_json_space(pytester: pytest.Pytester) -> None:
+    repo = init_repo(
+        pytester.path,
+        {
+            "conf/params.json": E2E_PARAMS,
+            "autopilot.yaml": E2E_CONFIG,
+            "test_loss.py": E2E_TEST,
+            "pytest.ini": "[pytest]\n",
+        },
+    )
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads((pytester.path / "out.json").read_text())
+    assert data["baseline"]["metrics"]["loss"]["value"] > 3
+    assert data["best"]["metrics"]["loss"]["value"] <= 0.3
+    best = json.loads(repo.show("autopilot/e2e", "conf/params.json"))
+    assert best["opt"]["kind"] == "adam" and best["epochs"] == 3
+    tried = [c for r in data["rounds"] for c in r["candidates"]]
+    assert all(" -> " in c["reason"] or c["verdict"] for c in tried)
+    assert repo.read("conf/params.json") == E2E_PARAMS
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def record(
+    cid: str,
+    params: dict[str, Any] | None,
+    value: float,
+    verdict: str | None = "rejected",
+) -> CandidateRecord:
+    return CandidateRecord(
+        id=cid,
+        round=int(cid[1:].split("c")[0]),
+        commit=f"commit-{cid}",
+        parent=None,
+        rationale="",
+        verdict=verdict,  # type: ignore[arg-type]
+        metrics={"loss": Metric("loss", value)},
+        params=params,
+    )
+
+
+def make_context(
+    space: dict[str, Dimension],
+    text: str,
+    *,
+    optimizer: str = "search",
+    path: str = "params.yaml",
+    history: list[CandidateRecord] | None = None,
+    incumbent: CandidateRecord | None = None,
+    baseline: CandidateRecord | None = None,
+    value: float = 10.0,
+    feedback: list[FeedbackItem] | None = None,
+    max_candidates: int = 2,
+    rootdir: Path = Path("."),
+) -> OptimizerContext:
+    base = baseline or record("r0", None, value, verdict=None)
+    config = AutopilotConfig(path=None, rootdir=rootdir, objective=Objective("loss"))
+    return OptimizerContext(
+        optimizer=optimizer,
+        round=1 + len(history or []),
+        max_candidates=max_candidates,
+        config=config,
+        objective=Objective("loss"),
+        incumbent=incumbent or base,
+        baseline=base,
+        gates=[],
+        feedback=feedback or [],
+        history=history or [],
+        parameters=[ParameterFile(path, text, space)],
+        knowledge=[],
+    )
