@@ -244,6 +244,16 @@ def test_a_bottleneck_note_moves_its_stage_first() -> None:
     assert first_change([]) != {"decode.concurrency"}
 
 
+def test_drive_passes_notes_about_the_incumbent() -> None:
+    def notes(params: dict[str, Any]) -> list[str]:
+        stage = "fetch" if params["fetch.concurrency"] < 8 else "decode"
+        return [f"bottleneck: stage '{stage}'"]
+
+    trials = drive(LOADER, LOADER_START, step_time, evaluations=1, notes=notes)
+    changed = {k for k, v in trials[1].params.items() if v != LOADER_START[k]}
+    assert changed == {"fetch.concurrency"}
+
+
 def test_proposals_edit_the_file_keeping_comments_and_say_what_changed() -> None:
     text = "# tuned by autopilot\nloader:\n  workers: 2  # threads\n  mode: 'fast'\nother: keep\n"
     space: dict[str, Dimension] = {

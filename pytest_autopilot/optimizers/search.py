@@ -1233,7 +1233,7 @@ def drive(
     when it beats it by ``min_effect``, as a simple stand-in for the loop's noise-aware
     acceptance. ``notes`` gives feedback texts for the incumbent's point. For tests and for
     comparing search strategies (``benchmarks/search_synthetic.py``) without git or pytest
-    sessions; the first trial is the start point.
+    sessions. The first trial is the start point, then up to ``evaluations`` candidates.
     """
     from pathlib import Path
 
