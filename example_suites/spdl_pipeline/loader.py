@@ -60,7 +60,7 @@ class LoaderConfig:
                 raise ValueError(f"{path.name}: {dotted}: expected {kind.__name__}, got {value!r}")
             if choices and value not in choices:
                 raise ValueError(f"{path.name}: {dotted}: expected one of {choices}, got {value!r}")
-            if kind is int and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise ValueError(f"{path.name}: {dotted}: expected at least 1, got {value!r}")
             return value
 
@@ -184,14 +184,17 @@ def running_loader(
         decode_executor = ProcessPoolExecutor(
             max_workers=config.decode_concurrency, mp_context=get_context("spawn")
         )
-    builder = PipelineBuilder().add_source(sample_keys(num_samples, seed, epochs))
+    builder: PipelineBuilder[Any, Any] = PipelineBuilder()
+    builder.add_source(sample_keys(num_samples, seed, epochs))
+    fetch_many: Any = storage.get_many
+    fetch_one: Any = storage.get
     if config.fetch_mode == "batch":
         builder.aggregate(batch_size).pipe(
-            storage.get_many, concurrency=config.fetch_concurrency, name="fetch"
+            fetch_many, concurrency=config.fetch_concurrency, name="fetch"
         )
         builder.disaggregate()
     else:
-        builder.pipe(storage.get, concurrency=config.fetch_concurrency, name="fetch")
+        builder.pipe(fetch_one, concurrency=config.fetch_concurrency, name="fetch")
     builder.pipe(
         _Partial(decode, shape),
         concurrency=config.decode_concurrency,

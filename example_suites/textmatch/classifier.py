@@ -47,7 +47,7 @@ def matches(message: list[str], keyword: tuple[str, ...]) -> bool:
 def classify(text: str, rules: Rules) -> tuple[str, list[str]]:
     """The intent of ``text`` and the keywords that decided it."""
     message = words(text)
-    best, best_hits = rules.fallback, []
+    best, best_hits = rules.fallback, list[str]()
     for intent, keywords in rules.keywords.items():
         hits = [" ".join(k) for k in keywords if matches(message, k)]
         if len(hits) > len(best_hits):

@@ -78,7 +78,7 @@ def add_keywords(text: str, failures: Sequence[Failure], per_intent: int | None)
     for message, expected, _ in failures:
         fresh = {w for w in words(message) if w not in STOPWORDS and w not in known and len(w) > 2}
         by_intent.setdefault(expected, Counter()).update(fresh)
-    added = []
+    added: list[str] = []
     for intent, counts in sorted(by_intent.items()):
         if intent not in intents:
             continue  # the fallback has no keywords to add

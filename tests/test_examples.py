@@ -1,0 +1,174 @@
+"""The example suites run as users run them: in their own git repository, by a real pytest.
+
+Scaled down through the suites' environment variables (few samples and batches), so that
+the SPDL suite, its optimization loop and the textmatch experiments take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gitrepo import GitRepo, init_repo
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_suites"
+SKIP_PARTS = {"__pycache__", ".pytest_cache", ".benchmarks", ".autopilot"}
+
+
+def suite_files(name: str) -> dict[str, str]:
+    root = EXAMPLES / name
+    return {
+        path.relative_to(root).as_posix(): path.read_text()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not SKIP_PARTS.intersection(path.relative_to(root).parts)
+    }
+
+
+def run_pytest(
+    repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> tuple[int, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    environ.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=repo,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# spdl_pipeline
+
+pytest.importorskip("numpy")
+
+
+@pytest.fixture(scope="module")
+def spdl_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    pytest.importorskip("spdl.pipeline")
+    return {
+        "AUTOPILOT_SPDL_ROUNDS": "4",
+        "AUTOPILOT_SPDL_WARMUP": "1",
+        "AUTOPILOT_SPDL_SAMPLES": "64",
+        "AUTOPILOT_SPDL_DATA": str(tmp_path_factory.mktemp("spdl-data")),
+    }
+
+
+def test_spdl_suite_measures_step_time_bound_and_bottleneck(
+    tmp_path: Path, spdl_env: dict[str, str]
+) -> None:
+    repo = init_repo(tmp_path / "repo", suite_files("spdl_pipeline"))
+    status, output = run_pytest(repo.path, "--autopilot-json", "../out.json", env=spdl_env)
+    assert status == 0, output
+    assert "3 passed" in output
+    data = json.loads((tmp_path / "out.json").read_text())
+    metrics = data["metrics"]
+    assert len(metrics["test_step_time"]["samples"]) == 4
+    step = metrics["test_step_time"]["value"]
+    bound = metrics["loader.lower_bound"]["value"]
+    assert 0 < bound <= step, "the lower bound must not exceed what the loader achieved"
+    assert metrics["loader.bound_ratio"]["value"] == pytest.approx(step / bound)
+    cpu = sum(metrics[f"loader.cpu.{s}"]["value"] for s in ("fetch", "decode", "transform"))
+    assert cpu > 0
+    # The default loader.yaml fetches one sample at a time, each paying the 5 ms latency.
+    assert metrics["spdl.stage.fetch.task_time"]["value"] >= 0.005
+    notes = data["tests"]["tests/test_loader.py::test_step_time"]["notes"]
+    assert notes[0].startswith("bottleneck: stage 'fetch' ")
+    assert notes[1].startswith(f"lower bound {bound * 1e3:.1f} ms per batch")
+    assert f"lower bound on this machine {bound * 1e3:.1f} ms" in output
+    assert "spdl_pipeline: bottleneck: stage 'fetch'" in output
+
+
+def test_spdl_suite_fails_a_loader_that_drops_samples(
+    tmp_path: Path, spdl_env: dict[str, str]
+) -> None:
+    files = suite_files("spdl_pipeline")
+    signature = "def collate(items: list[tuple[int, npt.NDArray[np.float32]]]) -> Batch:\n"
+    assert signature in files["loader.py"]
+    files["loader.py"] = files["loader.py"].replace(
+        signature, signature + "    items = items[1:]\n"
+    )
+    repo = init_repo(tmp_path / "repo", files)
+    status, output = run_pytest(repo.path, "--benchmark-disable", "-q", env=spdl_env)
+    assert status == 1, output
+    assert "FAILED tests/test_loader.py::test_every_sample_once_per_epoch" in output
+    assert "batch sizes [31, 31]" in output
+
+
+def test_spdl_search_loop_proposes_valid_loaders_from_the_typed_space(
+    tmp_path: Path, spdl_env: dict[str, str]
+) -> None:
+    repo = init_repo(tmp_path / "repo", suite_files("spdl_pipeline"))
+    before = repo.user_state()
+    status, output = run_pytest(
+        repo.path,
+        "--autopilot",
+        "--autopilot-rounds=1",
+        "--autopilot-candidates=2",
+        "--autopilot-json=../out.json",
+        env=spdl_env,
+        timeout=240,
+    )
+    assert status in (0, 1), output
+    data = json.loads((tmp_path / "out.json").read_text())
+    candidates = data["rounds"][0]["candidates"]
+    assert len(candidates) == 2
+    for candidate in candidates:
+        assert candidate["verdict"] in ("accepted", "rejected"), candidate
+        assert candidate["metrics"]["tests.failed"]["value"] == 0
+        assert "test_step_time" in candidate["metrics"]
+    assert repo.user_state() == before
+    best = data["best"]
+    if best["commit"] != data["baseline"]["commit"]:
+        changed = repo.git("diff", "--name-only", "main", best["branch"]).split()
+        assert changed == ["loader.yaml"]
+
+
+# --------------------------------------------------------------------------------------------
+# textmatch
+
+
+def run_textmatch(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any], GitRepo]:
+    repo = init_repo(tmp_path / "repo", suite_files("textmatch"))
+    status, output = run_pytest(
+        repo.path, "--autopilot", "--autopilot-json=../out.json", "-q", "--tb=no", *args
+    )
+    return status, output, json.loads((tmp_path / "out.json").read_text()), repo
+
+
+def value(metrics: dict[str, Any], name: str) -> float:
+    return float(metrics[name]["value"])
+
+
+def test_textmatch_keywords_optimizer_generalises_and_passes_the_gates(tmp_path: Path) -> None:
+    status, output, data, repo = run_textmatch(tmp_path)
+    assert status == 0, output
+    baseline, best = data["baseline"]["metrics"], data["best"]["metrics"]
+    assert (
+        value(best, "intents.train.pass_rate") >= 0.9 > value(baseline, "intents.train.pass_rate")
+    )
+    assert value(best, "intents.val.pass_rate") >= 0.85 > value(baseline, "intents.val.pass_rate")
+    assert all(gate["passed"] for gate in data["gates"])
+    rules = repo.show("autopilot/intents", "rules.yaml")
+    assert '"refund"' in rules and '"unsubscribe"' in rules
+
+
+def test_textmatch_val_gate_catches_a_memorising_optimizer(tmp_path: Path) -> None:
+    status, output, data, _ = run_textmatch(tmp_path, "--autopilot-optimizer=memorize")
+    assert status == 1, output
+    baseline, best = data["baseline"]["metrics"], data["best"]["metrics"]
+    assert value(best, "intents.train.pass_rate") == 1.0
+    # Whole-message phrases carry over only where a message is a single word ("Hi!").
+    val_gain = value(best, "intents.val.pass_rate") - value(baseline, "intents.val.pass_rate")
+    assert 0 <= val_gain < 0.1
+    gates = {gate["metric"]: gate["passed"] for gate in data["gates"]}
+    assert gates == {"intents.train.pass_rate": True, "intents.val.pass_rate": False}
+    assert "FAIL intents.val.pass_rate" in output
