@@ -29,7 +29,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -125,6 +126,8 @@ class SteadyState:
 class PipelineStats:
     """Collects SPDL's per-stage statistics of one pipeline for a time window.
 
+    Use one instance per pipeline: stages are told apart by their ids within a pipeline.
+
     Pass :meth:`build_options` to ``PipelineBuilder.build``::
 
         stats = PipelineStats()
@@ -144,9 +147,16 @@ class PipelineStats:
         self._task_laps: dict[tuple[str, str], list[_Lap]] = {}
         self._queue_laps: dict[tuple[str, str], list[_Lap]] = {}
         self._concurrency: dict[tuple[str, str], int] = {}
+        self._used = False
 
     def build_options(self) -> dict[str, Any]:
         """Keyword arguments for ``PipelineBuilder.build`` / ``build_pipeline``."""
+        if self._used:
+            raise ValueError(
+                "PipelineStats.build_options() was already used for a pipeline; "
+                "use one PipelineStats per pipeline"
+            )
+        self._used = True
         return {"task_hook_factory": self._hook_factory(), "queue_class": self._queue_class()}
 
     def _add(
@@ -171,6 +181,12 @@ class PipelineStats:
                 super().__init__(info, interval=collector.interval)
                 self._key = collector._register(info)
                 self._last = time.monotonic()
+
+            @asynccontextmanager
+            async def stage_hook(self) -> AsyncIterator[None]:
+                self._last = time.monotonic()
+                async with super().stage_hook():
+                    yield
 
             async def interval_stats_callback(self, stats: Any) -> None:
                 now = time.monotonic()

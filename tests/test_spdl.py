@@ -211,3 +211,21 @@ def test_interval_must_be_positive(interval: float) -> None:
 
     with pytest.raises(ValueError, match="interval must be > 0 seconds"):
         PipelineStats(interval=interval)
+
+
+def test_one_stats_object_per_pipeline() -> None:
+    from spdl.pipeline import PipelineBuilder
+
+    from pytest_autopilot.spdl import PipelineStats
+
+    stats = PipelineStats()
+
+    def build() -> Any:
+        builder = PipelineBuilder().add_source(range(3)).pipe(abs, name="abs").add_sink(1)
+        return builder.build(num_threads=1, **stats.build_options())
+
+    pipeline = build()
+    with pipeline.auto_stop():
+        assert sorted(pipeline) == [0, 1, 2]
+    with pytest.raises(ValueError, match="already used for a pipeline; use one PipelineStats"):
+        build()
