@@ -1196,8 +1196,10 @@ def _hinted_axes(axes: Sequence[Axis], notes: Sequence[str]) -> set[int]:
     hinted: set[int] = set()
     for i, axis in enumerate(axes):
         words = [w for w in re.split(r"[^a-z0-9]+", axis.key.lower()) if w]
-        if any(name in words or name in axis.key.lower() for name in names if len(name) > 2):
-            hinted.add(i)
+        for name in names:
+            parts = [w for w in re.split(r"[^a-z0-9]+", name) if len(w) > 2]
+            if name in words or name in axis.key.lower() or any(p in words for p in parts):
+                hinted.add(i)
     return hinted
 
 
