@@ -25,9 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "example_suites" / "spdl_pipeline"
-IGNORE = shutil.ignore_patterns(
-    "__pycache__", ".pytest_cache", ".benchmarks", ".autopilot", "*.pyc"
-)
+IGNORE = shutil.ignore_patterns("__pycache__", ".*", "*.pyc")
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "autopilot demo",
     "GIT_AUTHOR_EMAIL": "demo@pytest-autopilot.invalid",

@@ -17,7 +17,6 @@ import pytest
 from gitrepo import GitRepo, init_repo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_suites"
-SKIP_PARTS = {"__pycache__", ".pytest_cache", ".benchmarks", ".autopilot"}
 
 
 def suite_files(name: str) -> dict[str, str]:
@@ -25,7 +24,10 @@ def suite_files(name: str) -> dict[str, str]:
     return {
         path.relative_to(root).as_posix(): path.read_text()
         for path in sorted(root.rglob("*"))
-        if path.is_file() and not SKIP_PARTS.intersection(path.relative_to(root).parts)
+        if path.is_file()
+        and not any(
+            part == "__pycache__" or part.startswith(".") for part in path.relative_to(root).parts
+        )
     }
 
 

@@ -4,6 +4,11 @@ The pipeline: sample keys (shuffled per epoch) -> fetch from storage (every requ
 fixed latency) -> decode (deflate + PNG-style un-filtering, NumPy) -> transform (crop, flip,
 2x2 mean-pooling, normalisation to float32 CHW) -> batch (stack into one array).
 
+Fetching can be one request per sample or per batch (``fetch.mode``), and decoding with the
+transform one task per sample or one task per batch that loops over its samples
+(``decode.mode``): a task per sample spreads a batch over threads, at the price of SPDL's
+work per task (queues, executor hand-offs, statistics), which is paid with the GIL held.
+
 Decode and transform are real CPU work that releases the GIL (zlib and NumPy), so threads
 scale up to the number of cores; fetching is waiting, so it scales with concurrency as long
 as there are threads to wait in.
@@ -42,6 +47,7 @@ class LoaderConfig:
     sink_buffer: int
     fetch_mode: str
     fetch_concurrency: int
+    decode_mode: str
     decode_concurrency: int
     decode_executor: str
     transform_concurrency: int
@@ -69,6 +75,7 @@ class LoaderConfig:
             sink_buffer=get("sink_buffer", int),
             fetch_mode=get("fetch.mode", str, ("item", "batch")),
             fetch_concurrency=get("fetch.concurrency", int),
+            decode_mode=get("decode.mode", str, ("item", "batch")),
             decode_concurrency=get("decode.concurrency", int),
             decode_executor=get("decode.executor", str, ("thread", "process")),
             transform_concurrency=get("transform.concurrency", int),
@@ -142,6 +149,14 @@ def collate(items: list[tuple[int, npt.NDArray[np.float32]]]) -> Batch:
     return Batch(keys=keys, images=np.stack([image for _, image in items]))
 
 
+def decode_batch(items: list[tuple[int, bytes]], shape: Shape) -> list[tuple[int, Image]]:
+    return [decode(item, shape) for item in items]
+
+
+def transform_batch(items: list[tuple[int, Image]], shape: Shape) -> Batch:
+    return collate([transform(item, shape) for item in items])
+
+
 def sample_keys(num_samples: int, seed: int, epochs: int | None) -> Iterator[int]:
     """Keys in a fresh permutation every epoch; ``epochs=None`` runs forever."""
     rng = np.random.default_rng(seed)
@@ -188,23 +203,29 @@ def running_loader(
     builder.add_source(sample_keys(num_samples, seed, epochs))
     fetch_many: Any = storage.get_many
     fetch_one: Any = storage.get
+    per_batch = config.decode_mode == "batch"
     if config.fetch_mode == "batch":
-        builder.aggregate(batch_size).pipe(
-            fetch_many, concurrency=config.fetch_concurrency, name="fetch"
-        )
-        builder.disaggregate()
+        builder.aggregate(batch_size)
+        builder.pipe(fetch_many, concurrency=config.fetch_concurrency, name="fetch")
+        if not per_batch:
+            builder.disaggregate()
     else:
         builder.pipe(fetch_one, concurrency=config.fetch_concurrency, name="fetch")
+        if per_batch:
+            builder.aggregate(batch_size)
     builder.pipe(
-        _Partial(decode, shape),
+        _Partial(decode_batch if per_batch else decode, shape),
         concurrency=config.decode_concurrency,
         executor=decode_executor,
         name="decode",
     )
     builder.pipe(
-        _Partial(transform, shape), concurrency=config.transform_concurrency, name="transform"
+        _Partial(transform_batch if per_batch else transform, shape),
+        concurrency=config.transform_concurrency,
+        name="transform",
     )
-    builder.aggregate(batch_size).pipe(collate, name="collate")
+    if not per_batch:
+        builder.aggregate(batch_size).pipe(collate, name="collate")
     builder.add_sink(config.sink_buffer)
     pipeline = builder.build(num_threads=config.num_threads, **build_options)
     try:

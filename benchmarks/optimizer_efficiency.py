@@ -1,0 +1,347 @@
+"""The built-in search versus random search and Optuna's TPE on the real SPDL loader.
+
+The space is the one ``example_suites/spdl_pipeline/autopilot.yaml`` declares, the start point
+its default ``loader.yaml``, and the objective the loader's real steady-state step time,
+measured in this process: the pipeline of ``loader.py`` on the suite's generated data, the
+median of ``--rounds`` batches after ``--warmup`` untimed ones.
+
+Every configuration is measured once and cached, and every method and seed reads the same
+cache: all methods see the same numbers (noise included), and a point two methods visit
+costs one measurement. Each run starts from the default, which counts as evaluation 0, and
+gets ``--budget`` evaluations after it. The built-in search runs through
+:func:`pytest_autopilot.optimizers.search.drive` (the real ``pytest_autopilot_propose`` hook,
+two candidates per round) and gets the suite's bottleneck note of its incumbent as feedback,
+as it does in the loop. Random search draws uniformly (log-uniformly for ``log: true``
+dimensions). TPE is ``optuna.samplers.TPESampler(seed=...)`` with the default enqueued first.
+
+Reported, per method over the seeds: how many evaluations it needed until it had evaluated a
+configuration within 10% of the best step time any method found, and its final (best) step
+time as a ratio of the machine's lower bound (the suite's CPU work per batch over the cores).
+
+    python benchmarks/optimizer_efficiency.py [--seeds 3] [--budget 30] [--cache FILE]
+
+Needs the ``[spdl]`` and ``[optuna]`` extras. Takes several minutes: most of it measuring
+configurations (``--cache FILE`` keeps them for the next run on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "example_suites" / "spdl_pipeline"
+sys.path[:0] = [str(SUITE), str(SUITE / "tests")]
+
+import loader  # noqa: E402
+import synthetic  # noqa: E402
+from test_loader import cpu_per_batch, usable_cores  # noqa: E402
+
+from pytest_autopilot.config import (  # noqa: E402
+    ChoiceDimension,
+    Dimension,
+    FloatDimension,
+    IntDimension,
+    parse_config,
+)
+from pytest_autopilot.optimizers.search import drive  # noqa: E402
+from pytest_autopilot.spdl import PipelineStats, benchmark_pipeline, describe_bottleneck  # noqa: E402
+
+Params = dict[str, Any]
+WITHIN = 0.10
+
+
+def suite_space() -> tuple[dict[str, Dimension], Params]:
+    """The typed space of ``loader.yaml`` in the suite's config, and its default point."""
+    path = SUITE / "autopilot.yaml"
+    config = parse_config(yaml.safe_load(path.read_text()), path, SUITE)
+    spec = next(p for p in config.parameters if p.path == "loader.yaml")
+    defaults = yaml.safe_load((SUITE / "loader.yaml").read_text())
+    start = {}
+    for dotted in spec.space:
+        node: Any = defaults
+        for part in dotted.split("."):
+            node = node[part]
+        start[dotted] = node
+    return dict(spec.space), start
+
+
+def loader_config(params: Mapping[str, Any]) -> loader.LoaderConfig:
+    return loader.LoaderConfig(
+        num_threads=int(params["num_threads"]),
+        sink_buffer=int(params["sink_buffer"]),
+        fetch_mode=str(params["fetch.mode"]),
+        fetch_concurrency=int(params["fetch.concurrency"]),
+        decode_mode=str(params["decode.mode"]),
+        decode_concurrency=int(params["decode.concurrency"]),
+        decode_executor=str(params["decode.executor"]),
+        transform_concurrency=int(params["transform.concurrency"]),
+    )
+
+
+def key_of(params: Mapping[str, Any]) -> str:
+    return json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True)
+
+
+class _Pedantic:
+    """pytest-benchmark's ``pedantic`` outside pytest: time each round, keep the samples."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def pedantic(
+        self, target: Callable[[], Any], *, rounds: int, warmup_rounds: int, iterations: int
+    ) -> Any:
+        for _ in range(warmup_rounds):
+            target()
+        for _ in range(rounds):
+            began = time.perf_counter()
+            target()
+            self.samples.append(time.perf_counter() - began)
+
+
+class Evaluator:
+    """Measures configurations of the real loader, each once, for every method to share."""
+
+    def __init__(self, rounds: int, warmup: int, cache: Path | None) -> None:
+        text = (SUITE / "dataset.yaml").read_text()
+        self.spec = synthetic.Spec.from_yaml(yaml.safe_load(text))
+        self.rounds = rounds
+        self.warmup = warmup
+        self.cache_path = cache
+        self.cache: dict[str, dict[str, Any]] = {}
+        if cache is not None and cache.is_file():
+            self.cache = json.loads(cache.read_text())
+        fields = dataclasses.asdict(self.spec) | {"version": synthetic.VERSION}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        base = os.environ.get("AUTOPILOT_SPDL_DATA") or str(
+            Path(tempfile.gettempdir()) / "pytest-autopilot-spdl"
+        )
+        self.data = Path(base) / digest
+        if not (self.data / "DONE").is_file():
+            print(f"generating {self.spec.num_samples} samples in {self.data}", flush=True)
+            synthetic.write_dataset(self.spec, self.data)
+            (self.data / "DONE").write_text(json.dumps(fields) + "\n")
+        self.measured = 0
+
+    def lower_bound(self) -> float:
+        return sum(cpu_per_batch(self.spec, self.data).values()) / usable_cores()
+
+    def _measure(self, params: Params) -> dict[str, Any]:
+        spec = self.spec
+        storage = loader.Storage(self.data, spec.latency)
+        shape = loader.Shape(spec.height, spec.width, spec.channels, spec.crop)
+        stats = PipelineStats()
+        bench = _Pedantic()
+        with loader.running_loader(
+            loader_config(params),
+            storage,
+            shape,
+            num_samples=spec.num_samples,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            epochs=None,
+            **stats.build_options(),
+        ) as pipeline:
+            state = benchmark_pipeline(
+                bench,
+                pipeline,
+                rounds=self.rounds,
+                warmup_rounds=self.warmup,
+                stats=stats,
+                timeout=60,
+            )
+        return {"value": statistics.median(bench.samples), "note": describe_bottleneck(state)}
+
+    def entry(self, params: Params) -> dict[str, Any]:
+        key = key_of(params)
+        if key not in self.cache:
+            self.cache[key] = self._measure(params)
+            self.measured += 1
+            if self.cache_path is not None:
+                self.cache_path.write_text(json.dumps(self.cache, indent=1) + "\n")
+            print(
+                f"  measured #{self.measured}: {self.cache[key]['value'] * 1e3:7.1f} ms  {key}",
+                flush=True,
+            )
+        return self.cache[key]
+
+    def value(self, params: Params) -> float:
+        return float(self.entry(params)["value"])
+
+
+# --------------------------------------------------------------------------------------------
+# The methods. Each returns the objective of every evaluation in order, the start first.
+
+
+def run_search(
+    space: dict[str, Dimension], start: Params, ev: Evaluator, budget: int, seed: int
+) -> list[float]:
+    trials = drive(
+        space,
+        start,
+        ev.value,
+        evaluations=budget,
+        candidates=2,
+        seed=seed,
+        notes=lambda params: [ev.entry(params)["note"]],
+    )
+    return [t.value for t in trials if t.value is not None]
+
+
+def random_point(space: Mapping[str, Dimension], rng: random.Random) -> Params:
+    point: Params = {}
+    for name, dim in space.items():
+        if isinstance(dim, ChoiceDimension):
+            point[name] = rng.choice(dim.choices)
+        elif isinstance(dim, IntDimension):
+            if dim.log:
+                u = rng.uniform(math.log(dim.low), math.log(dim.high + 1))
+                point[name] = min(dim.high, int(math.exp(u)))
+            else:
+                point[name] = rng.randint(dim.low, dim.high)
+        elif isinstance(dim, FloatDimension):
+            if dim.log:
+                point[name] = math.exp(rng.uniform(math.log(dim.low), math.log(dim.high)))
+            else:
+                point[name] = rng.uniform(dim.low, dim.high)
+    return point
+
+
+def run_random(
+    space: dict[str, Dimension], start: Params, ev: Evaluator, budget: int, seed: int
+) -> list[float]:
+    rng = random.Random(seed)
+    return [ev.value(start)] + [ev.value(random_point(space, rng)) for _ in range(budget)]
+
+
+def run_tpe(
+    space: dict[str, Dimension], start: Params, ev: Evaluator, budget: int, seed: int
+) -> list[float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial(dict(start))
+
+    def objective(trial: Any) -> float:
+        params: Params = {}
+        for name, dim in space.items():
+            if isinstance(dim, ChoiceDimension):
+                params[name] = trial.suggest_categorical(name, list(dim.choices))
+            elif isinstance(dim, IntDimension):
+                params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
+            else:
+                params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+        return ev.value(params)
+
+    study.optimize(objective, n_trials=budget + 1)
+    return [float(t.value) for t in study.trials if t.value is not None]
+
+
+METHODS: dict[str, Callable[..., list[float]]] = {
+    "search": run_search,
+    "random": run_random,
+    "tpe": run_tpe,
+}
+
+
+def evaluations_to_reach(values: list[float], target: float) -> int | None:
+    """Evaluations after the start until one is within the target (``None``: never)."""
+    for index, value in enumerate(values):
+        if value <= target:
+            return index
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=int, default=30, help="evaluations after the start")
+    parser.add_argument("--rounds", type=int, default=12, help="timed batches per evaluation")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches per evaluation")
+    parser.add_argument("--cache", type=Path, help="JSON file of measured configurations")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    args = parser.parse_args(argv)
+
+    space, start = suite_space()
+    ev = Evaluator(args.rounds, args.warmup, args.cache)
+    bound = ev.lower_bound()
+    began = time.monotonic()
+    print(
+        f"space: {len(space)} dimensions of example_suites/spdl_pipeline/autopilot.yaml; "
+        f"lower bound {bound * 1e3:.1f} ms per batch on {usable_cores()} cores",
+        flush=True,
+    )
+    print(f"default: {ev.value(start) * 1e3:.1f} ms per batch", flush=True)
+    runs: dict[str, list[list[float]]] = {m: [] for m in args.methods}
+    for seed in range(args.seeds):
+        for method in args.methods:
+            print(f"{method}, seed {seed}:", flush=True)
+            runs[method].append(METHODS[method](space, start, ev, args.budget, seed))
+    best = min(float(e["value"]) for e in ev.cache.values())
+    target = best * (1 + WITHIN)
+
+    def needed(values: list[float]) -> float:
+        reached = evaluations_to_reach(values, target)
+        return math.inf if reached is None else float(reached)
+
+    print()
+    print(
+        f"best step time found by any method: {best * 1e3:.1f} ms "
+        f"({best / bound:.2f}x the lower bound of {bound * 1e3:.1f} ms); "
+        f"target: within {WITHIN:.0%}, {target * 1e3:.1f} ms"
+    )
+    default = ev.value(start)
+    print(
+        f"default loader.yaml: {default * 1e3:.1f} ms ({default / bound:.2f}x the bound); "
+        f"best over default: {default / best:.2f}x faster"
+    )
+    print(
+        f"{args.seeds} seeds x {args.budget} evaluations after the default; "
+        f"{ev.measured} configurations measured in {(time.monotonic() - began) / 60:.1f} min"
+    )
+    header = (
+        f"{'method':8} {'evals to 10% (per seed)':28} {'median':>7} {'reached':>8} "
+        f"{'final ms':>9} {'final/bound':>12} {'evals vs search':>16}"
+    )
+    print(header)
+    print("-" * len(header))
+    medians: dict[str, float] = {}
+    for method, values_per_seed in runs.items():
+        counts = [needed(v) for v in values_per_seed]
+        medians[method] = statistics.median(counts)
+    for method, values_per_seed in runs.items():
+        counts = [needed(v) for v in values_per_seed]
+        finals = [min(v) for v in values_per_seed]
+        final = statistics.median(finals)
+        shown = " ".join("-" if math.isinf(c) else str(int(c)) for c in counts)
+        reached = sum(not math.isinf(c) for c in counts)
+        median = medians[method]
+        versus = "-"
+        if "search" in medians and not math.isinf(median) and medians["search"] > 0:
+            versus = f"{median / medians['search']:.2f}x"
+        print(
+            f"{method:8} {shown:28} {'-' if math.isinf(median) else f'{median:g}':>7} "
+            f"{reached:>5}/{len(counts):<2} {final * 1e3:9.1f} {final / bound:12.2f} {versus:>16}"
+        )
+    print("('-': not within 10% of the best in the budget; 'evals vs search': median ratio)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
