@@ -1,8 +1,9 @@
 """Benchmark SPDL pipelines with pytest-benchmark and say where their time goes.
 
 A data loader is judged by its steady state: how long the consumer waits for each batch once
-the pipeline is running. :func:`benchmark_pipeline` makes one pytest-benchmark round of each
-batch the consumer takes from a started pipeline, after warm-up batches that are not timed.
+the pipeline is running. :func:`benchmark_pipeline` makes pytest-benchmark rounds of the
+batches the consumer takes from a started pipeline (one batch per round by default), after
+warm-up rounds that are not timed.
 :class:`PipelineStats` plugs SPDL's own instrumentation into the pipeline
 (``TaskStatsHook`` for task times, ``StatsQueue`` for queue occupancy and throughput) and
 keeps only what they measured during the timed rounds. :func:`record_pipeline_stats` turns
@@ -292,29 +293,42 @@ def benchmark_pipeline(
     *,
     rounds: int = 30,
     warmup_rounds: int = 5,
+    batches_per_round: int = 1,
     stats: PipelineStats | None = None,
     timeout: float | None = None,
 ) -> SteadyState:
-    """Time a started pipeline's steady state: one pytest-benchmark round per batch.
+    """Time a started pipeline's steady state: each pytest-benchmark round takes batches.
 
     Runs ``benchmark.pedantic(next_batch, rounds=rounds, warmup_rounds=warmup_rounds,
-    iterations=1)`` over ``pipeline.get_iterator()``, so the benchmark's samples are the
-    consumer's wait for each batch, and the warm-up batches (pipeline start, cold caches,
-    filling the buffers) are not among them. The pipeline must yield at least
-    ``rounds + warmup_rounds`` batches: give it a repeating source.
+    iterations=batches_per_round)`` over ``pipeline.get_iterator()``. A sample is then the
+    consumer's mean wait per batch over one round (pytest-benchmark divides a round's time by
+    its iterations), and the warm-up rounds (pipeline start, cold caches, filling the buffers)
+    are not among the samples. The pipeline must yield at least ``(rounds + warmup_rounds) *
+    batches_per_round`` batches, plus one: give it a repeating source.
+
+    With the default of one batch per round, every sample is one batch. A pipeline whose last
+    stages run several batches at once delivers them in bursts, though: a few long waits, then
+    batches that are already there. The median of single-batch waits then understates the
+    time per batch (it can fall below what the CPU work allows), while the mean over a round of
+    a few batches, like a training loop whose sink buffer absorbs the bursts, does not. Use
+    ``batches_per_round`` of about the largest number of batches in flight at the end of the
+    pipeline to measure such pipelines.
 
     :param stats: the :class:`PipelineStats` the pipeline was built with; the returned
         :class:`SteadyState` then has its per-stage statistics for the timed rounds.
     :param timeout: seconds to wait for any one batch before failing.
     :raises PipelineExhausted: when the pipeline ends too early.
     """
-    if rounds < 1 or warmup_rounds < 0:
+    if rounds < 1 or warmup_rounds < 0 or batches_per_round < 1:
         raise ValueError(
-            f"benchmark_pipeline: rounds must be >= 1 and warmup_rounds >= 0, "
-            f"got rounds={rounds!r}, warmup_rounds={warmup_rounds!r}"
+            f"benchmark_pipeline: rounds and batches_per_round must be >= 1 and warmup_rounds "
+            f">= 0, got rounds={rounds!r}, warmup_rounds={warmup_rounds!r}, "
+            f"batches_per_round={batches_per_round!r}"
         )
     iterator = pipeline.get_iterator(timeout=timeout)
     calls: list[tuple[float, float]] = []
+    warmup = warmup_rounds * batches_per_round
+    timed_batches = rounds * batches_per_round
 
     def next_batch() -> Any:
         began = time.monotonic()
@@ -323,14 +337,17 @@ def benchmark_pipeline(
         except StopIteration:
             raise PipelineExhausted(
                 f"the pipeline ended after {len(calls)} batches; benchmark_pipeline needs "
-                f"{warmup_rounds} warm-up + {rounds} timed batches (use a repeating source)"
+                f"{warmup} warm-up + {timed_batches} timed batches (use a repeating source)"
             ) from None
         calls.append((began, time.monotonic()))
         return batch
 
-    benchmark.pedantic(next_batch, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
-    # With --benchmark-disable pytest-benchmark calls the target only once.
-    timed = calls[warmup_rounds : warmup_rounds + rounds] or calls[:1]
+    benchmark.pedantic(
+        next_batch, rounds=rounds, warmup_rounds=warmup_rounds, iterations=batches_per_round
+    )
+    # With --benchmark-disable pytest-benchmark calls the target only once; with iterations
+    # above 1 it makes one more call after the rounds, for the return value.
+    timed = calls[warmup : warmup + timed_batches] or calls[:1]
     state = SteadyState(start=timed[0][0], end=timed[-1][1], batches=len(timed))
     if stats is not None:
         # The lap that holds the window's end is reported up to one interval later.

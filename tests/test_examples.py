@@ -59,6 +59,7 @@ def spdl_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {
         "AUTOPILOT_SPDL_ROUNDS": "4",
         "AUTOPILOT_SPDL_WARMUP": "1",
+        "AUTOPILOT_SPDL_BATCHES": "1",
         "AUTOPILOT_SPDL_SAMPLES": "64",
         "AUTOPILOT_SPDL_DATA": str(tmp_path_factory.mktemp("spdl-data")),
     }

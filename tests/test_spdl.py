@@ -8,6 +8,7 @@ machine is: a stage that sleeps 3 ms per item, 8 items per batch, with concurren
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -50,7 +51,13 @@ def test_step_time(benchmark, autopilot):
     pipeline = builder.build(num_threads=16, **stats.build_options())
     with pipeline.auto_stop():
         state = benchmark_pipeline(
-            benchmark, pipeline, rounds=ROUNDS, warmup_rounds=2, stats=stats, timeout=30
+            benchmark,
+            pipeline,
+            rounds=ROUNDS,
+            warmup_rounds=2,
+            batches_per_round={per_round},
+            stats=stats,
+            timeout=30,
         )
     assert state.batches == {batches}
     record_pipeline_stats(autopilot, state)
@@ -64,15 +71,17 @@ def run_pipeline_session(
     fast: float,
     slow_concurrency: int = 1,
     rounds: int = 10,
+    per_round: int = 1,
     extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    batches = 1 if "--benchmark-disable" in extra else rounds
+    batches = 1 if "--benchmark-disable" in extra else rounds * per_round
     pytester.makepyfile(
         test_pipeline=PIPELINE_TEST.format(
             rounds=rounds,
             slow=slow,
             fast=fast,
             slow_concurrency=slow_concurrency,
+            per_round=per_round,
             batches=batches,
         )
     )
@@ -121,6 +130,18 @@ def test_concurrency_moves_the_bottleneck(pytester: pytest.Pytester) -> None:
         < metrics["spdl.stage.fast.busy_time"]["value"]
     )
     assert note_of(data).startswith("bottleneck: stage 'fast' ")
+
+
+def test_rounds_of_several_batches_give_the_mean_time_per_batch(
+    pytester: pytest.Pytester,
+) -> None:
+    # 8 x 2 ms per batch on one slot: about 16 ms per batch, whatever the round length.
+    data = run_pipeline_session(pytester, slow=0.002, fast=0.0002, rounds=4, per_round=3)
+    samples = data["metrics"]["test_step_time"]["samples"]
+    assert len(samples) == 4, "one sample per round"
+    assert all(0.016 <= s < 0.05 for s in samples), samples
+    per_batch = re.search(r"x ([\d.]+) tasks per batch", note_of(data))
+    assert per_batch is not None and 6.5 <= float(per_batch[1]) <= 9.5, "8 items per batch"
 
 
 def test_benchmark_disabled_still_reports_one_batch(pytester: pytest.Pytester) -> None:

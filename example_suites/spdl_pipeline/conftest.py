@@ -2,8 +2,8 @@
 
 Environment variables scale the suite down for quick checks; unset, it runs as the demo does:
 
-- ``AUTOPILOT_SPDL_ROUNDS`` (30) and ``AUTOPILOT_SPDL_WARMUP`` (5): timed and warm-up batches
-  of ``test_step_time``.
+- ``AUTOPILOT_SPDL_ROUNDS`` (12) and ``AUTOPILOT_SPDL_WARMUP`` (2): timed and warm-up rounds
+  of ``test_step_time``, and ``AUTOPILOT_SPDL_BATCHES`` (4): batches per round.
 - ``AUTOPILOT_SPDL_SAMPLES``: samples per epoch instead of ``dataset.yaml``'s.
 - ``AUTOPILOT_SPDL_DATA``: where the generated data is cached (default: a directory under the
   system's temp dir, named after the spec, shared by every session and worktree).
@@ -51,9 +51,13 @@ def spec() -> synthetic.Spec:
 
 
 @pytest.fixture(scope="session")
-def rounds() -> tuple[int, int]:
-    """(timed rounds, warm-up rounds) of the step-time benchmark."""
-    return _env_int("AUTOPILOT_SPDL_ROUNDS", 30, 1), _env_int("AUTOPILOT_SPDL_WARMUP", 5, 0)
+def rounds() -> tuple[int, int, int]:
+    """(timed rounds, warm-up rounds, batches per round) of the step-time benchmark."""
+    return (
+        _env_int("AUTOPILOT_SPDL_ROUNDS", 12, 1),
+        _env_int("AUTOPILOT_SPDL_WARMUP", 2, 0),
+        _env_int("AUTOPILOT_SPDL_BATCHES", 4, 1),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -125,8 +129,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     write = terminalreporter.write_line
     write(
-        f"spdl_pipeline: step time {report['step_time'] * 1e3:.1f} ms (median of "
-        f"{report['rounds']} batches of {report['batch_size']}); lower bound on this machine "
+        f"spdl_pipeline: step time {report['step_time'] * 1e3:.1f} ms per batch of "
+        f"{report['batch_size']} (median of {report['rounds']} rounds of "
+        f"{report['batches_per_round']} batches); lower bound on this machine "
         f"{report['lower_bound'] * 1e3:.1f} ms = {report['cpu_per_batch'] * 1e3:.1f} ms of CPU "
         f"per batch / {report['cores']} cores; ratio {report['ratio']:.2f}"
     )
