@@ -2,8 +2,9 @@
 
 The space is the one ``example_suites/spdl_pipeline/autopilot.yaml`` declares, the start point
 its default ``loader.yaml``, and the objective the loader's real steady-state step time,
-measured in this process: the pipeline of ``loader.py`` on the suite's generated data, the
-median of ``--rounds`` batches after ``--warmup`` untimed ones.
+measured in this process as the suite measures it: the pipeline of ``loader.py`` on the
+suite's generated data, the median over ``--rounds`` rounds (after ``--warmup`` untimed ones)
+of the mean time per batch in rounds of ``--batches-per-round`` batches.
 
 Every configuration is measured once and cached, and every method and seed reads the same
 cache: all methods see the same numbers (noise included), and a point two methods visit
@@ -106,22 +107,24 @@ class _Pedantic:
     def pedantic(
         self, target: Callable[[], Any], *, rounds: int, warmup_rounds: int, iterations: int
     ) -> Any:
-        for _ in range(warmup_rounds):
+        for _ in range(warmup_rounds * iterations):
             target()
         for _ in range(rounds):
             began = time.perf_counter()
-            target()
-            self.samples.append(time.perf_counter() - began)
+            for _ in range(iterations):
+                target()
+            self.samples.append((time.perf_counter() - began) / iterations)
 
 
 class Evaluator:
     """Measures configurations of the real loader, each once, for every method to share."""
 
-    def __init__(self, rounds: int, warmup: int, cache: Path | None) -> None:
+    def __init__(self, rounds: int, warmup: int, per_round: int, cache: Path | None) -> None:
         text = (SUITE / "dataset.yaml").read_text()
         self.spec = synthetic.Spec.from_yaml(yaml.safe_load(text))
         self.rounds = rounds
         self.warmup = warmup
+        self.per_round = per_round
         self.cache_path = cache
         self.cache: dict[str, dict[str, Any]] = {}
         if cache is not None and cache.is_file():
@@ -162,6 +165,7 @@ class Evaluator:
                 pipeline,
                 rounds=self.rounds,
                 warmup_rounds=self.warmup,
+                batches_per_round=self.per_round,
                 stats=stats,
                 timeout=60,
             )
@@ -272,14 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=30, help="evaluations after the start")
-    parser.add_argument("--rounds", type=int, default=12, help="timed batches per evaluation")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches per evaluation")
+    parser.add_argument("--rounds", type=int, default=6, help="timed rounds per evaluation")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per evaluation")
+    parser.add_argument("--batches-per-round", type=int, default=4)
     parser.add_argument("--cache", type=Path, help="JSON file of measured configurations")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = parser.parse_args(argv)
 
     space, start = suite_space()
-    ev = Evaluator(args.rounds, args.warmup, args.cache)
+    ev = Evaluator(args.rounds, args.warmup, args.batches_per_round, args.cache)
     bound = ev.lower_bound()
     began = time.monotonic()
     print(

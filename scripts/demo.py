@@ -125,9 +125,11 @@ def summarize(repo: Path, data: dict[str, Any], elapsed: float) -> None:
             )
         )
         if any(g["metric"] == "loader.bound_ratio" for g in failed):
+            load = os.getloadavg()[1]
             say(
-                "(a ratio far above 1.3 usually means other processes were using the cores "
-                "while the loader was timed)"
+                f"(the bound counts only the loader's own CPU work; SPDL's work per task and "
+                f"other processes on the {os.cpu_count()} cores add to the step time: the load "
+                f"average over the last 5 minutes was {load:.1f})"
             )
 
 
