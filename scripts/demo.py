@@ -32,8 +32,10 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "autopilot demo",
     "GIT_COMMITTER_EMAIL": "demo@pytest-autopilot.invalid",
 }
-SHOWN = ("autopilot:", "spdl_pipeline:")
+SHOWN = "autopilot:"
 """Output lines worth showing live; the whole log is kept in the scratch directory."""
+NOTE = "spdl_pipeline: bottleneck:"
+"""The suite's summary line about where the default loader spends its time."""
 
 
 def say(text: str) -> None:
@@ -58,7 +60,8 @@ def make_repository(workdir: Path) -> Path:
     return repo
 
 
-def run_loop(repo: Path, result: Path, log: Path, extra: list[str]) -> int:
+def run_loop(repo: Path, result: Path, log: Path, extra: list[str]) -> tuple[int, str]:
+    """Run the loop, showing its progress; returns its exit status and the default's note."""
     command = [
         sys.executable,
         "-m",
@@ -77,11 +80,14 @@ def run_loop(repo: Path, result: Path, log: Path, extra: list[str]) -> int:
             command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert proc.stdout is not None
+        note = ""
         for line in proc.stdout:
             out.write(line)
             if line.startswith(SHOWN):
                 print(line, end="", flush=True)
-        return proc.wait()
+            elif line.startswith(NOTE):
+                note = line[len("spdl_pipeline: ") :].strip()
+        return proc.wait(), note
 
 
 def metric(metrics: dict[str, Any], name: str) -> float | None:
@@ -89,7 +95,11 @@ def metric(metrics: dict[str, Any], name: str) -> float | None:
     return None if entry is None else float(entry["value"])
 
 
-def summarize(repo: Path, data: dict[str, Any], elapsed: float) -> None:
+def versus_bound(ratio: float | None) -> str:
+    return "" if ratio is None else f"  ({ratio:.2f}x the lower bound)"
+
+
+def summarize(repo: Path, data: dict[str, Any], elapsed: float, note: str) -> None:
     before_metrics = data["baseline"]["metrics"]
     best = data["best"]
     after_metrics = best["metrics"]
@@ -102,8 +112,10 @@ def summarize(repo: Path, data: dict[str, Any], elapsed: float) -> None:
         say("the sessions did not produce test_step_time and loader.lower_bound; see the log")
         return
     print()
-    say(f"before: {before * 1e3:7.1f} ms per batch  ({ratio_before:.2f}x the lower bound)")
-    say(f"after:  {after * 1e3:7.1f} ms per batch  ({ratio_after:.2f}x the lower bound)")
+    if note:
+        say(f"the default loader's {note}")
+    say(f"before: {before * 1e3:7.1f} ms per batch{versus_bound(ratio_before)}")
+    say(f"after:  {after * 1e3:7.1f} ms per batch{versus_bound(ratio_after)}")
     say(
         f"speed-up {before / after:.2f}x in {elapsed / 60:.1f} minutes; lower bound on this "
         f"machine {bound * 1e3:.1f} ms per batch (CPU work of a batch over its cores)"
@@ -153,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = workdir / "result.json"
     log = workdir / "pytest.log"
-    status = run_loop(repo, result, log, args.extra)
+    status, note = run_loop(repo, result, log, args.extra)
     elapsed = time.monotonic() - started
     if status not in (0, 1) or not result.is_file():
         say(f"pytest --autopilot exited with status {status}; full log: {log}")
         return status or 1
-    summarize(repo, json.loads(result.read_text()), elapsed)
+    summarize(repo, json.loads(result.read_text()), elapsed, note)
     say(f"full log: {log}")
     return 0
 

@@ -106,32 +106,44 @@ def test_spdl_suite_fails_a_loader_that_drops_samples(
     assert "batch sizes [31, 31]" in output
 
 
-def test_spdl_search_loop_proposes_valid_loaders_from_the_typed_space(
+def test_demo_script_runs_the_search_loop_and_reports_the_result(
     tmp_path: Path, spdl_env: dict[str, str]
 ) -> None:
-    repo = init_repo(tmp_path / "repo", suite_files("spdl_pipeline"))
-    before = repo.user_state()
-    status, output = run_pytest(
-        repo.path,
-        "--autopilot",
-        "--autopilot-rounds=1",
-        "--autopilot-candidates=2",
-        "--autopilot-json=../out.json",
-        env=spdl_env,
+    demo = EXAMPLES.parent / "scripts" / "demo.py"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    limits = ["--autopilot-rounds=1", "--autopilot-candidates=2"]
+    proc = subprocess.run(
+        [sys.executable, str(demo), "--dir", str(tmp_path), "--", *limits],
+        env={**environ, **spdl_env},
+        capture_output=True,
+        text=True,
         timeout=240,
     )
-    assert status in (0, 1), output
-    data = json.loads((tmp_path / "out.json").read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("autopilot: r1c2 ") for line in lines), proc.stdout
+    note = "demo: the default loader's bottleneck: stage 'fetch'"
+    assert any(line.startswith(note) for line in lines), proc.stdout
+    before = next(line for line in lines if line.startswith("demo: before:"))
+    assert "x the lower bound" in before
+    assert any(line.startswith("demo: speed-up ") for line in lines)
+    result = next(line for line in lines if line.startswith("demo: result: branch "))
+    assert "autopilot/fast-loader" in result and str(tmp_path / "repo") in result
+
+    # The search proposed points of the typed space that are valid loaders, changing only
+    # loader.yaml, and the loop left the demo repository's own branch alone.
+    data = json.loads((tmp_path / "result.json").read_text())
     candidates = data["rounds"][0]["candidates"]
     assert len(candidates) == 2
     for candidate in candidates:
         assert candidate["verdict"] in ("accepted", "rejected"), candidate
         assert candidate["metrics"]["tests.failed"]["value"] == 0
         assert "test_step_time" in candidate["metrics"]
-    assert repo.user_state() == before
-    best = data["best"]
-    if best["commit"] != data["baseline"]["commit"]:
-        changed = repo.git("diff", "--name-only", "main", best["branch"]).split()
+    repo = GitRepo(tmp_path / "repo")
+    assert repo.git("status", "--porcelain") == ""
+    assert repo.git("rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    if data["best"]["commit"] != data["baseline"]["commit"]:
+        changed = repo.git("diff", "--name-only", "main", "autopilot/fast-loader").split()
         assert changed == ["loader.yaml"]
 
 
