@@ -242,7 +242,8 @@ def test_one_stats_object_per_pipeline() -> None:
     stats = PipelineStats()
 
     def build() -> Any:
-        builder = PipelineBuilder().add_source(range(3)).pipe(abs, name="abs").add_sink(1)
+        builder: PipelineBuilder[Any, Any] = PipelineBuilder()
+        builder.add_source(range(3)).pipe(abs, name="abs").add_sink(1)
         return builder.build(num_threads=1, **stats.build_options())
 
     pipeline = build()
