@@ -326,9 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds} seeds x {args.budget} evaluations after the default; "
         f"{ev.measured} configurations measured in {(time.monotonic() - began) / 60:.1f} min"
     )
+    checkpoints = [n for n in (5, 10, 20) if n < args.budget] + [args.budget]
     header = (
         f"{'method':8} {'evals to target, per seed':26} {'median':>7} "
-        f"{'final ms':>9} {'final/bound':>12} {'evals vs search':>16}"
+        f"{'final ms':>9} {'evals vs search':>16}   best/bound after "
+        + " ".join(f"{n:>5}" for n in checkpoints)
     )
     print(header)
     print("-" * len(header))
@@ -342,13 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         if reference is not None and reference < censored:
             prefix = ">=" if median >= censored else ""
             versus = f"{prefix}{median / max(reference, 1.0):.2f}x"
+        progress = [
+            statistics.median(min(v[: n + 1]) for v in values_per_seed) / bound for n in checkpoints
+        ]
         print(
             f"{method:8} {' '.join(show(c) for c in counts[method]):26} {show(median):>7} "
-            f"{final * 1e3:9.1f} {final / bound:12.2f} {versus:>16}"
+            f"{final * 1e3:9.1f} {versus:>16}   {'':16}" + " ".join(f"{p:5.2f}" for p in progress)
         )
     print(
         f"(>{args.budget}: not within {WITHIN:.0%} of the best within the budget; "
-        "'evals vs search': ratio of the medians, a lower bound when the method never got there)"
+        "'evals vs search': ratio of the medians, a lower bound when the method never got there;"
+        " best/bound: median over seeds of the best step time so far over the lower bound)"
     )
     return 0
 
