@@ -3,12 +3,12 @@
 A data loader is judged by its steady state: how long the consumer waits for each batch once
 the pipeline is running. :func:`benchmark_pipeline` makes pytest-benchmark rounds of the
 batches the consumer takes from a started pipeline (one batch per round by default), after
-warm-up rounds that are not timed.
-:class:`PipelineStats` plugs SPDL's own instrumentation into the pipeline
-(``TaskStatsHook`` for task times, ``StatsQueue`` for queue occupancy and throughput) and
-keeps only what they measured during the timed rounds. :func:`record_pipeline_stats` turns
-that into metrics and into a feedback note that names the bottleneck stage, for the user and
-for the optimizer. Every number comes from those measurements.
+warm-up rounds that are not timed. :class:`PipelineStats` plugs SPDL's own instrumentation
+into the pipeline (``TaskStatsHook`` for task times, ``StatsQueue`` for queue occupancy and
+throughput) and keeps only what they measured during the timed rounds.
+:func:`record_pipeline_stats` turns that into metrics and into a feedback note that names the
+bottleneck stage, for the user and for the optimizer. Every number comes from those
+measurements.
 
 Install with the ``[spdl]`` extra. This module imports ``spdl`` only inside the functions that
 build things with it, so importing it costs nothing.
@@ -39,12 +39,14 @@ if TYPE_CHECKING:
     from pytest_autopilot.metrics import Recorder
 
 __all__ = [
+    "PipelineExhausted",
     "PipelineStats",
     "StageStats",
     "SteadyState",
     "benchmark_pipeline",
     "describe_bottleneck",
     "record_pipeline_stats",
+    "stage_metric_names",
 ]
 
 DEFAULT_INTERVAL = 0.05
@@ -88,8 +90,8 @@ class StageStats:
     stage_id: str
     concurrency: int
     tasks: float
-    """Tasks completed in the window (0 for stages without task hooks: source, sink,
-    aggregation)."""
+    """Tasks completed in the laps of the window (0 for the source and the sink, which have
+    no task hooks)."""
     task_time: float | None
     """Mean seconds per task, from ``TaskStatsHook``; ``None`` without task hooks."""
     qps: float | None
@@ -101,6 +103,7 @@ class StageStats:
     """Seconds of this stage's capacity one batch uses: task time x tasks per batch /
     concurrency. Set by :class:`PipelineStats` when the batch rate is known."""
     tasks_per_batch: float | None = None
+    """The stage's task rate over the consumer's batch rate."""
 
 
 @dataclass
@@ -228,15 +231,21 @@ class PipelineStats:
             queue_laps = {k: list(v) for k, v in self._queue_laps.items()}
             concurrency = dict(self._concurrency)
         span = end - start
+        batch_rate = batches / span if batches and span > 0 else None
         result = []
         for key in sorted(concurrency, key=_stage_order):
-            tasks, task_time = _weighted(_in_window(task_laps.get(key, []), start, end))
-            items, occupancy = _weighted_by_time(_in_window(queue_laps.get(key, []), start, end))
+            task_window = _in_window(task_laps.get(key, []), start, end)
+            tasks, task_time = _weighted(task_window)
+            queue_window = _in_window(queue_laps.get(key, []), start, end)
+            items, occupancy = _weighted_by_time(queue_window)
             has_tasks = key in task_laps
             per_batch = busy = None
-            if has_tasks and batches and task_time is not None:
-                per_batch = tasks / batches
+            task_span = _duration(task_window)
+            if has_tasks and batch_rate and task_time is not None and task_span > 0:
+                # Rates, not counts: whole laps cover the window only up to one interval.
+                per_batch = tasks / task_span / batch_rate
                 busy = task_time * per_batch / concurrency[key]
+            queue_span = _duration(queue_window)
             result.append(
                 StageStats(
                     name=key[1],
@@ -244,7 +253,7 @@ class PipelineStats:
                     concurrency=concurrency[key],
                     tasks=tasks,
                     task_time=task_time if has_tasks else None,
-                    qps=items / span if key in queue_laps and span > 0 else None,
+                    qps=items / queue_span if queue_span > 0 else None,
                     queue_occupancy=occupancy,
                     busy_per_batch=busy,
                     tasks_per_batch=per_batch,
@@ -266,6 +275,10 @@ def _in_window(laps: Sequence[_Lap], start: float, end: float) -> list[_Lap]:
     return [lap for lap in laps if lap.end > start and lap.start < end]
 
 
+def _duration(laps: Sequence[_Lap]) -> float:
+    return sum(lap.end - lap.start for lap in laps)
+
+
 def _weighted(laps: Sequence[_Lap]) -> tuple[float, float | None]:
     """Total count and count-weighted mean value (mean task time over all tasks)."""
     count = sum(lap.count for lap in laps)
@@ -276,7 +289,7 @@ def _weighted(laps: Sequence[_Lap]) -> tuple[float, float | None]:
 
 def _weighted_by_time(laps: Sequence[_Lap]) -> tuple[float, float | None]:
     """Total count and time-weighted mean value (occupancy over the whole window)."""
-    duration = sum(lap.end - lap.start for lap in laps)
+    duration = _duration(laps)
     count = sum(lap.count for lap in laps)
     if duration <= 0:
         return count, None

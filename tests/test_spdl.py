@@ -141,7 +141,7 @@ def test_rounds_of_several_batches_give_the_mean_time_per_batch(
     assert len(samples) == 4, "one sample per round"
     assert all(0.016 <= s < 0.05 for s in samples), samples
     per_batch = re.search(r"x ([\d.]+) tasks per batch", note_of(data))
-    assert per_batch is not None and 6.5 <= float(per_batch[1]) <= 9.5, "8 items per batch"
+    assert per_batch is not None and 7.2 <= float(per_batch[1]) <= 8.8, "8 items per batch"
 
 
 def test_benchmark_disabled_still_reports_one_batch(pytester: pytest.Pytester) -> None:
