@@ -235,6 +235,10 @@ class AutopilotPlugin:
                 from pytest_autopilot.results import read_session_file
 
                 self.baseline = read_session_file(flags.baseline)
+            elif flags.gate:
+                from pytest_autopilot.gates import require_baseline
+
+                require_baseline(autopilot_config, None)
             if flags.loop:
                 from pytest_autopilot.loop.controller import prepare_loop
 
@@ -288,7 +292,10 @@ class AutopilotPlugin:
             elif flags.gate or flags.loop:
                 from pytest_autopilot.gates import evaluate_gates
 
-                self.statuses = evaluate_gates(self.autopilot_config(), result, self.baseline)
+                # In a loop without a baseline file, round 0 is its own baseline: the loop
+                # judges relative gates against the baseline it measures itself.
+                baseline = self.baseline if self.baseline is not None or not flags.loop else result
+                self.statuses = evaluate_gates(self.autopilot_config(), result, baseline)
                 if (
                     flags.gate
                     and session.exitstatus == pytest.ExitCode.OK
