@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -407,6 +408,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(plugin, "autopilot-session")
     config.pluginmanager.register(plugin.recorder, "autopilot-recorder")
     plugin.helpers.append(plugin.recorder)
+    if "PYTEST_AUTOPILOT_TIMING_LOCK" in os.environ:
+        from pytest_autopilot import timing
+
+        timing.register(config)
     if not plugin.worker and config.pluginmanager.hasplugin("xdist"):
         xdist_hooks = XdistHooks(plugin.recorder)
         config.pluginmanager.register(xdist_hooks, "autopilot-xdist")

@@ -267,7 +267,8 @@ def test_the_llm_quickstart_example(pytester: pytest.Pytester, api: FakeMessages
     assert "Crème brûlée recipe" in prompt, "train failures are fed back"
     assert "Words are runs of letters and digits" in prompt, "knowledge is in the prefix"
     assert not [t for t in held_out if t in prompt], "val and test cases are not"
-    dataset_view, source_view = tool_results(api.message_requests[1])
+    second_turn = next(r for r in api.message_requests if len(r.body["messages"]) == 3)
+    dataset_view, source_view = tool_results(second_turn)
     assert dataset_view["is_error"] and "cannot be read" in dataset_view["content"]
     assert not source_view["is_error"]
     sent = json.dumps([r.body for r in api.message_requests])

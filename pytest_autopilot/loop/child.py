@@ -33,6 +33,7 @@ import pytest
 from pytest_autopilot.loop.journal import ExperimentStore, note_child
 from pytest_autopilot.loop.workspace import Workspace, clean_environ
 from pytest_autopilot.results import SessionResult
+from pytest_autopilot.timing import TIMING_LOCK_ENV, default_lock_path
 
 CHILD_ENV = "PYTEST_AUTOPILOT_CHILD"
 """Set in a child session's environment (to its label), so that it never starts a loop."""
@@ -202,6 +203,7 @@ class ChildSpec:
         if env.get("PYTEST_ADDOPTS"):
             env["PYTEST_ADDOPTS"] = shlex.join(child_args(shlex.split(env["PYTEST_ADDOPTS"])))
         env[CHILD_ENV] = label
+        env.setdefault(TIMING_LOCK_ENV, default_lock_path())
         return env
 
 
@@ -250,6 +252,24 @@ class LocalExecutor:
         self._cancelled = False
 
     def evaluate(self, label: str, commit: str, timeout: float) -> Evaluation:
+        """Run the session; one killed by a signal it did not ask for is run once more.
+
+        A session that dies that way (the OOM killer, a crashed interpreter, someone's
+        ``kill``) says nothing about the candidate, so it gets a second chance; the
+        evaluation's ``extra["retried"]`` says why.
+        """
+        first = self._evaluate_once(label, commit, timeout)
+        code = first.exit_code
+        if first.status != "failed" or code is None or code >= 0 or self._cancelled:
+            return first
+        second = self._evaluate_once(label, commit, timeout)
+        second.started = first.started
+        second.extra["retried"] = first.reason
+        if second.status == "failed":
+            second.reason = f"{second.reason} (also on the first attempt: {first.reason})"
+        return second
+
+    def _evaluate_once(self, label: str, commit: str, timeout: float) -> Evaluation:
         evaluation = Evaluation(label, commit, "interrupted", started=time.time())
         if self._cancelled:
             evaluation.reason = "interrupted before it started"
@@ -285,6 +305,9 @@ class LocalExecutor:
     def _read(self, evaluation: Evaluation, result_path: Path, log_path: Path) -> None:
         code = evaluation.exit_code
         evaluation.status = "failed"
+        if code is not None and code < 0:
+            evaluation.reason = f"session killed by signal {-code}: {_tail(log_path)}"
+            return
         if code not in (0, 1):
             what = {2: "interrupted or collection errors", 3: "internal error", 4: "usage error"}
             evaluation.reason = (

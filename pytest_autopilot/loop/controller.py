@@ -35,6 +35,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from types import FrameType
@@ -245,6 +246,36 @@ def run_loop(
         run.lock.release()
 
 
+def parallelism(pytest_config: pytest.Config) -> int:
+    """Candidate sessions at once: ``-n N`` (local), else one per ``--tx`` execution spec."""
+    numprocesses = pytest_config.getoption("numprocesses", None)
+    if isinstance(numprocesses, int) and numprocesses > 0:
+        return numprocesses
+    return max(1, len(remote_specs(pytest_config)))
+
+
+def remote_specs(pytest_config: pytest.Config) -> list[str]:
+    """``--tx`` execution specs given without ``-n`` (with ``-n``, xdist fills ``tx`` itself)."""
+    numprocesses = pytest_config.getoption("numprocesses", None)
+    tx = pytest_config.getoption("tx", None)
+    if (isinstance(numprocesses, int) and numprocesses > 0) or not tx:
+        return []
+    from pytest_autopilot.loop.remote import expand_tx
+
+    return expand_tx([str(spec) for spec in tx])
+
+
+def make_executor(pytest_config: pytest.Config, run: LoopRun) -> Executor:
+    """Local child sessions, or sessions on execnet gateways when ``--tx`` is given."""
+    spec = ChildSpec.from_config(pytest_config, run.workspace)
+    specs = remote_specs(pytest_config)
+    if specs:
+        from pytest_autopilot.loop.remote import ExecnetExecutor
+
+        return ExecnetExecutor(run.workspace, run.store, spec, specs)
+    return LocalExecutor(run.workspace, run.store, spec)
+
+
 class Interrupted(Exception):
     """Ctrl+C: stop at the next safe point, keeping everything recorded so far."""
 
@@ -268,9 +299,9 @@ class Controller:
         self.workspace = run.workspace
         self.store = run.store
         self.session_result = session_result
-        self.executor: Executor = executor or LocalExecutor(
-            run.workspace, run.store, ChildSpec.from_config(pytest_config, run.workspace)
-        )
+        self.parallel = parallelism(pytest_config)
+        """How many candidate sessions may run at once (``-n N``, or one per ``--tx`` spec)."""
+        self.executor: Executor = executor or make_executor(pytest_config, run)
         self.hook = pytest_config.hook
         given = pytest_config.getoption("autopilot_baseline", None)
         self.gate_baseline = (
@@ -299,7 +330,8 @@ class Controller:
         self.interrupted = False
         self.stop_reason = ""
         self.said = False
-        self._applying: Proposal | None = None
+        self._applying: list[Proposal] = []
+        self._applying_lock = threading.Lock()
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -319,6 +351,9 @@ class Controller:
             finally:
                 if "r0" in self.results:
                     self._save()
+                close = getattr(self.executor, "close", None)
+                if callable(close):
+                    close()
         self.store.append("stop", reason=self.stop_reason, exit_status=status)
         self._summary(status)
         if status != 2 and self.pytest_config.getoption("autopilot_apply", False):
@@ -337,9 +372,10 @@ class Controller:
                 raise KeyboardInterrupt
             self.interrupted = True
             self.executor.cancel()
-            cancel = getattr(self._applying.apply, "cancel", None) if self._applying else None
-            if callable(cancel):
-                cancel()
+            for proposal in list(self._applying):
+                cancel = getattr(proposal.apply, "cancel", None)
+                if callable(cancel):
+                    cancel()
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
@@ -533,17 +569,39 @@ class Controller:
             if not proposals and not done:
                 self.exhausted = True
                 return
-        for index, proposal in enumerate(proposals, start=len(done) + 1):
-            self._check_interrupt()
-            if self._elapsed() >= budget.minutes * 60:
-                break
-            record = self._candidate(number, index, proposal, reference, reference_result)
-            done.append(record)
-            self.records.append(record)
-            self._save()
-            self._live_line(record, reference)
-            self.hook.pytest_autopilot_candidate_done(candidate=record)
+        self._check_interrupt()
+        if proposals and self._elapsed() < budget.minutes * 60:
+            first = 1 + max((int(r.id.rpartition("c")[2]) for r in done), default=0)
+            pending = self._prepare(number, first, proposals, reference_result)
+            for record in pending:
+                if record.verdict is not None:
+                    self._finish(record, reference, done)
+            pending = [r for r in pending if r.verdict is None]
+            for start in range(0, len(pending), self.parallel):
+                self._check_interrupt()
+                chunk = pending[start : start + self.parallel]
+                if self._elapsed() >= budget.minutes * 60:
+                    for record in pending[start:]:
+                        self.trees.pop(str(record.tree), None)
+                        self._refused(record, "failed", "not evaluated: the time budget was spent")
+                        self._finish(record, reference, done)
+                    break
+                evaluations = self._evaluate_all([(r.id, str(r.commit)) for r in chunk])
+                for record, evaluation in zip(chunk, evaluations, strict=True):
+                    self._decide(record, evaluation, reference, reference_result)
+                    self._file_ref(record)
+                    self._finish(record, reference, done)
         self._close_round(number, done)
+
+    def _finish(
+        self, record: CandidateRecord, reference: CandidateRecord, done: list[CandidateRecord]
+    ) -> None:
+        """A decided candidate: record it durably, then tell the user and the observers."""
+        done.append(record)
+        self.records.append(record)
+        self._save()
+        self._live_line(record, reference)
+        self.hook.pytest_autopilot_candidate_done(candidate=record)
 
     def _propose(self, context: OptimizerContext) -> Sequence[Proposal] | None:
         """Ask the optimizer; a crash in it stops the loop with where it happened, resumable."""
@@ -637,54 +695,71 @@ class Controller:
 
     # -- one candidate -----------------------------------------------------------------------
 
-    def _candidate(
+    def _prepare(
         self,
         number: int,
-        index: int,
-        proposal: Proposal,
-        reference: CandidateRecord,
+        first: int,
+        proposals: Sequence[Proposal],
         reference_result: SessionResult,
-    ) -> CandidateRecord:
-        cid = f"r{number}c{index}"
-        record = CandidateRecord(
-            id=cid,
-            round=number,
-            commit=None,
-            parent=None,
-            rationale=proposal.rationale,
-            params=dict(proposal.params) if proposal.params is not None else None,
-            usage=dict(proposal.usage),
-        )
+    ) -> list[CandidateRecord]:
+        """Turn the round's proposals into provisional commits, ready to evaluate.
+
+        Proposals that edit through a callable (an LLM conversation, an agent command) are
+        applied concurrently, each in its own scratch worktree. Duplicates and violations are
+        decided here, in proposal order; the others come back without a verdict and with
+        ``commit`` set to the provisional commit.
+        """
+        records = [
+            CandidateRecord(
+                id=f"r{number}c{index}",
+                round=number,
+                commit=None,
+                parent=None,
+                rationale=proposal.rationale,
+                params=dict(proposal.params) if proposal.params is not None else None,
+                usage=dict(proposal.usage),
+            )
+            for index, proposal in enumerate(proposals, start=first)
+        ]
+        jobs = list(zip(records, proposals, strict=True))
+        if sum(p.apply is not None for p in proposals) > 1:
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                made = list(pool.map(lambda job: self._make_tree(*job), jobs))
+        else:
+            made = [self._make_tree(record, proposal) for record, proposal in jobs]
+        for record, tree in zip(records, made, strict=True):
+            self._check_interrupt()
+            if isinstance(tree, tuple):
+                self._refused(record, *tree)
+                continue
+            assert record.parent is not None
+            record.tree = tree
+            record.diff_summary = self.workspace.diff_stat(record.parent, tree)
+            same = self.trees.get(tree)
+            if same is not None:
+                self._refused(record, "duplicate", f"same code as {same}")
+                continue
+            self.trees[tree] = record.id
+            problems = violations(
+                self.workspace.diff(record.parent, tree),
+                self.workspace,
+                self.config,
+                reference_result,
+            )
+            if problems:
+                self._refused(record, "violation", "; ".join(problems))
+                continue
+            record.commit = self.workspace.commit(tree, [record.parent], self._message(record))
+        return records
+
+    def _make_tree(self, record: CandidateRecord, proposal: Proposal) -> str | tuple[Verdict, str]:
+        """The proposal as a git tree on top of its parent, or why it could not be made."""
         parent = self._parent(proposal.parent)
         if parent is None:
-            return self._refused(record, "failed", f"unknown parent {proposal.parent!r}")
+            return "failed", f"unknown parent {proposal.parent!r}"
         record.parent = parent
-        made = self._make_tree(record, proposal, parent)
-        if isinstance(made, tuple):
-            return self._refused(record, *made)
-        tree = made
-        self._check_interrupt()
-        record.tree = tree
-        record.diff_summary = self.workspace.diff_stat(parent, tree)
-        same = self.trees.get(tree)
-        if same is not None:
-            return self._refused(record, "duplicate", f"same code as {same}")
-        self.trees[tree] = cid
-        problems = violations(
-            self.workspace.diff(parent, tree), self.workspace, self.config, reference_result
-        )
-        if problems:
-            return self._refused(record, "violation", "; ".join(problems))
-        provisional = self.workspace.commit(tree, [parent], self._message(record))
-        self._evaluate(record, provisional, reference, reference_result)
-        self._file_ref(record)
-        return record
-
-    def _make_tree(
-        self, record: CandidateRecord, proposal: Proposal, parent: str
-    ) -> str | tuple[Verdict, str]:
-        """The proposal as a git tree on top of ``parent``, or why it could not be made."""
-        self._applying = proposal
+        with self._applying_lock:
+            self._applying.append(proposal)
         try:
             if proposal.apply is None:
                 return self.workspace.build_tree(parent, proposal.edits)
@@ -705,7 +780,8 @@ class Controller:
             self._check_interrupt()
             return "failed", f"applying the proposal raised {exc!r}"
         finally:
-            self._applying = None
+            with self._applying_lock:
+                self._applying.remove(proposal)
             record.usage = dict(proposal.usage)
             self._keep_transcript(record.id, proposal)
 
@@ -746,14 +822,26 @@ class Controller:
         )
         self.workspace.delete_ref(f"{prefix}/{other}/{record.id}")
 
-    def _evaluate(
+    def _evaluate_all(self, jobs: list[tuple[str, str]]) -> list[Evaluation]:
+        """Evaluate ``(label, commit)`` pairs at once, each in its own worktree and session.
+
+        Timing tests of the sessions never overlap anything: :mod:`pytest_autopilot.timing`.
+        """
+        timeout = self.config.budget.candidate_timeout
+        if len(jobs) == 1:
+            return [self.executor.evaluate(jobs[0][0], jobs[0][1], timeout)]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = [pool.submit(self.executor.evaluate, lab, com, timeout) for lab, com in jobs]
+            return [future.result() for future in futures]
+
+    def _decide(
         self,
         record: CandidateRecord,
-        commit: str,
+        evaluation: Evaluation,
         reference: CandidateRecord,
         reference_result: SessionResult,
     ) -> None:
-        evaluation = self.executor.evaluate(record.id, commit, self.config.budget.candidate_timeout)
+        commit = evaluation.commit
         if evaluation.status == "interrupted":
             raise Interrupted
         if evaluation.result is None:
@@ -811,7 +899,10 @@ class Controller:
             **record_to_json(record),
             gates=[asdict(s) for s in self.gates.get(record.id, [])],
             seconds=round(evaluation.duration, 3),
+            started=round(evaluation.started, 3),
+            finished=round(evaluation.finished, 3),
             exit_code=evaluation.exit_code,
+            **({"executor": evaluation.extra} if evaluation.extra else {}),
         )
 
     def _message(self, record: CandidateRecord) -> str:

@@ -14,12 +14,16 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
+
+_WORKTREE_LOCK = threading.RLock()
+"""git's worktree bookkeeping (``.git/worktrees``, ``prune``) is not safe to run concurrently."""
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -389,14 +393,20 @@ class Workspace:
     # -- worktrees ----------------------------------------------------------------------------
 
     def add_worktree(self, label: str, commit: str) -> Path:
+        """A fresh worktree of ``commit``; callable from several threads (one per label)."""
         path = self.worktrees_dir / label
-        if path.exists():
-            self.remove_worktree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.git("worktree", "add", "--quiet", "--detach", str(path), commit)
+        with _WORKTREE_LOCK:
+            if path.exists():
+                self._remove_worktree(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.git("worktree", "add", "--quiet", "--detach", str(path), commit)
         return path
 
     def remove_worktree(self, path: Path) -> None:
+        with _WORKTREE_LOCK:
+            self._remove_worktree(path)
+
+    def _remove_worktree(self, path: Path) -> None:
         self.git("worktree", "remove", "--force", "--force", str(path), check=False)
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""Keep the timing tests of concurrent candidate sessions from overlapping anything else.
+
+With ``pytest --autopilot -n N`` several candidate sessions run at once, and a benchmark that
+shares the CPU with another candidate's tests measures the neighbour as much as its own code.
+Every session the loop starts gets the path of a machine-wide lock file in
+:data:`TIMING_LOCK_ENV`. The session holds that lock *shared* from ``pytest_configure`` to
+``pytest_unconfigure`` and converts it to *exclusive* around each timing test (one that uses
+pytest-benchmark's ``benchmark`` fixture). A timing test therefore starts only once every other
+session is itself waiting at a timing test or has finished, and no session makes progress while
+it runs: non-timing tests run in parallel, timing tests one at a time, in whatever order the
+sessions reach them (incumbent and candidates interleave). Only the interpreter start of a
+session, before its plugins are configured, can still overlap a measurement.
+
+``flock`` locks belong to the open file, so a session that dies releases its lock with it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
+TIMING_LOG_ENV = "PYTEST_AUTOPILOT_TIMING_LOG"
+"""Optional: a file to which each session appends its exclusive intervals (for checking)."""
+
+
+def default_lock_path() -> str:
+    """One lock per user and machine, so that two loops at once are serialized too."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return str(Path(tempfile.gettempdir()) / f"pytest-autopilot-{uid}.timing.lock")
+
+
+def is_timing_test(item: pytest.Item) -> bool:
+    return "benchmark" in getattr(item, "fixturenames", ())
+
+
+class TimingLock:
+    """The shared/exclusive lock a candidate session takes; registered only in such sessions."""
+
+    def __init__(self, path: str, log: str | None = None) -> None:
+        import fcntl  # POSIX only: elsewhere register() does not get here
+
+        self._fcntl = fcntl
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        self.log = log
+        self.waited = 0.0
+        """Seconds spent waiting for the exclusive lock: time other sessions needed the CPU."""
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        if not is_timing_test(item):
+            return (yield)
+        asked = time.time()
+        self._fcntl.flock(self.fd, self._fcntl.LOCK_EX)
+        start = time.time()
+        self.waited += start - asked
+        try:
+            return (yield)
+        finally:
+            end = time.time()
+            self._fcntl.flock(self.fd, self._fcntl.LOCK_SH)
+            if self.log:
+                with open(self.log, "a") as out:
+                    out.write(f"{os.getpid()} {start:.6f} {end:.6f} {item.nodeid}\n")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def register(config: pytest.Config) -> None:
+    """Take the lock when this session was started by the loop with one."""
+    path = os.environ.get(TIMING_LOCK_ENV)
+    if path and os.name == "posix" and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(
+            TimingLock(path, os.environ.get(TIMING_LOG_ENV) or None), "autopilot-timing-lock"
+        )
