@@ -10,10 +10,15 @@ them: the incumbent re-measured in a fresh worktree and child session, then the 
 a candidate that looks better is measured again, then the incumbent again, and is accepted
 only if that second comparison agrees.
 
-Printed: the false-acceptance rate (target <= 1%), with the rate the first comparison alone
-would have given, so the value of the confirmation is visible.
+The same is then done with ``-n 2``: two candidates per round evaluated at once, each in its
+own worktree, their timing tests serialized by the timing lock (:mod:`pytest_autopilot.timing`)
+while everything else runs in parallel; each candidate is one A/A comparison against the
+incumbent, so half as many rounds give the same number of comparisons.
 
-Usage: ``python benchmarks/false_accept.py [--rounds N] [--check]``
+Printed per ``-n``: the false-acceptance rate (target <= 1%), with the rate the first
+comparison alone would have given, so the value of the confirmation is visible.
+
+Usage: ``python benchmarks/false_accept.py [--comparisons N] [--workers 1,2] [--check]``
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ def pytest_autopilot_propose(context):
     if context.optimizer != "noop":
         return None
     params = next(p for p in context.parameters if p.path == "params.json")
-    n = len(context.history) + 1
-    return [Proposal(f"n={n} (read by nothing)", edits={params.path: json.dumps({"n": n})})]
+    first = len(context.history) + 1
+    return [
+        Proposal(f"n={n} (read by nothing)", edits={params.path: json.dumps({"n": n})})
+        for n in range(first, first + context.max_candidates)
+    ]
 """
 
 TEST = """\
@@ -53,13 +61,14 @@ def test_step_time(benchmark):
 """
 
 
-def config(rounds: int) -> str:
+def config(rounds: int, candidates: int) -> str:
     return (
         "experiment: aa\n"
         "objective: {metric: test_step_time, goal: min}\n"
         "parameters: [{path: params.json}]\n"
         "optimizer: noop\n"
-        f"budget: {{rounds: {rounds}, candidates: 1, patience: {rounds + 1}, minutes: 600}}\n"
+        f"budget: {{rounds: {rounds}, candidates: {candidates}, patience: {rounds + 1}, "
+        "minutes: 600}\n"
     )
 
 
@@ -67,12 +76,12 @@ def git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
 
-def build_repo(root: Path, rounds: int) -> None:
+def build_repo(root: Path, rounds: int, candidates: int) -> None:
     files = {
         "params.json": '{"n": 0}',
         "test_bench.py": TEST,
         "conftest.py": CONFTEST,
-        "autopilot.yaml": config(rounds),
+        "autopilot.yaml": config(rounds, candidates),
         "pytest.ini": "[pytest]\n",
         ".gitignore": "__pycache__/\n.pytest_cache/\n.benchmarks/\n",
     }
@@ -97,17 +106,14 @@ def upper_bound(events: int, trials: int, confidence: float = 0.95) -> float:
     return high
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=100, help="A/A comparisons (default 100)")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
-    args = parser.parse_args()
+def run(comparisons: int, workers: int) -> tuple[int, int, int, int, float]:
+    """One loop of A/A rounds; returns (evaluated, accepted, first-look accepts, skipped, s)."""
     with tempfile.TemporaryDirectory(prefix="autopilot-false-accept-") as tmp:
         root = Path(tmp)
-        build_repo(root, args.rounds)
+        build_repo(root, max(1, comparisons // workers), workers)
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "--autopilot"],
+            [sys.executable, "-m", "pytest", "-q", "--autopilot", "-n", str(workers)],
             cwd=root,
             capture_output=True,
             text=True,
@@ -121,19 +127,33 @@ def main() -> int:
     evaluated = [e for e in verdicts if e["verdict"] in ("accepted", "rejected")]
     accepted = [e for e in evaluated if e["verdict"] == "accepted"]
     unconfirmed = [e for e in evaluated if "not confirmed" in e["reason"]]
-    n = len(evaluated)
     first = len(accepted) + len(unconfirmed)
-    rate = len(accepted) / n if n else math.nan
-    print(f"A/A comparisons: {n} ({len(verdicts) - n} not evaluated), {seconds:.0f} s")
-    print(
-        f"first comparison alone would accept: {first}/{n} = {first / n:.1%}"
-        f" (95% upper bound {upper_bound(first, n):.1%})"
+    return len(evaluated), len(accepted), first, len(verdicts) - len(evaluated), seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--comparisons", type=int, default=100, help="A/A comparisons per -n (default 100)"
     )
-    print(
-        f"false-acceptance rate: {len(accepted)}/{n} = {rate:.1%} "
-        f"(95% upper bound {upper_bound(len(accepted), n):.1%}; target <= {TARGET:.0%})"
-    )
-    return 1 if args.check and not rate <= TARGET else 0
+    parser.add_argument("--workers", default="1,2", help="values of -n, comma-separated")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    args = parser.parse_args()
+    missed = False
+    for workers in [int(w) for w in args.workers.split(",")]:
+        n, accepted, first, skipped, seconds = run(args.comparisons, workers)
+        rate = accepted / n if n else math.nan
+        print(f"-n {workers}: A/A comparisons: {n} ({skipped} not evaluated), {seconds:.0f} s")
+        print(
+            f"-n {workers}:   first comparison alone would accept: {first}/{n} = {first / n:.1%}"
+            f" (95% upper bound {upper_bound(first, n):.1%})"
+        )
+        print(
+            f"-n {workers}:   false-acceptance rate: {accepted}/{n} = {rate:.1%} "
+            f"(95% upper bound {upper_bound(accepted, n):.1%}; target <= {TARGET:.0%})"
+        )
+        missed = missed or not rate <= TARGET
+    return 1 if args.check and missed else 0
 
 
 if __name__ == "__main__":
