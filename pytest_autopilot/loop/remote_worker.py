@@ -1,0 +1,248 @@
+"""The remote half of :mod:`pytest_autopilot.loop.remote`, run inside an execnet gateway.
+
+execnet sends this module's *source* with ``gateway.remote_exec(module)``, so it imports only
+the standard library: the remote interpreter needs pytest-autopilot for the child session,
+not for this code. Each ``remote_exec`` serves one request on its channel and answers with
+plain data. The worker keeps a bare repository in a temporary directory of its own (one per
+gateway), fetches the candidate commit from the git bundle the controller sends, checks it
+out into a worktree, runs the child ``pytest`` there in a process group of its own, and sends
+back the exit code, the result file's text and the log. It never sees the controller's
+repository, journal or refs.
+
+Requests (``op``):
+
+- ``hello``: create the cache directory; answer the interpreter, the environment the child
+  starts from, and whatever makes this machine unable to evaluate (no git, no pytest-autopilot).
+- ``evaluate``: answer ``need`` when the commit is missing (the controller then sends
+  ``{"bundle": bytes, "ref": name}``), then ``started``, then ``done`` with the outcome
+  ``exited``, ``timeout`` or ``killed``. The child's process group is killed on timeout, on a
+  ``kill`` message, and when the channel closes (the controller went away or cancelled).
+- ``cleanup``: remove the cache directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+LOG_LIMIT = 8 * 1024 * 1024
+"""Bytes of a child's log sent back at most (its end, where pytest's summary is)."""
+
+TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
+
+
+def _environ(drop: list[str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+def _git(args: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _check(proc: subprocess.CompletedProcess[str], what: str) -> str | None:
+    if proc.returncode == 0:
+        return None
+    return f"{what} failed ({proc.returncode}): {proc.stderr.strip()}"
+
+
+def _timing_lock_path() -> str:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"pytest-autopilot-{uid}.timing.lock")
+
+
+def hello(request: dict[str, Any]) -> dict[str, Any]:
+    env = _environ(request["drop_env"])
+    cache = tempfile.mkdtemp(prefix="pytest-autopilot-worker-")
+    problems = []
+    if shutil.which("git", path=env.get("PATH")) is None:
+        problems.append("git is not on PATH")
+    else:
+        problem = _check(_git(["init", "--quiet", "--bare", "repo.git"], cache, env), "git init")
+        if problem:
+            problems.append(problem)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {', '.join(request['modules'])}"],
+        cwd=cache,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
+        problems.append(f"{sys.executable} cannot import what the sessions need: {last}")
+    if problems:
+        shutil.rmtree(cache, ignore_errors=True)
+    return {
+        "python": sys.executable,
+        "cache": cache,
+        "pathsep": os.pathsep,
+        "pythonpath": env.get("PYTHONPATH", ""),
+        "addopts": env.get("PYTEST_ADDOPTS", ""),
+        "problems": problems,
+    }
+
+
+def _fetch(channel: Any, request: dict[str, Any], repo: str, env: dict[str, str]) -> str | None:
+    """Make sure the commit is in the cache repository; a reason when it cannot be."""
+    commit = request["commit"]
+    have = _git(["cat-file", "-e", f"{commit}^{{commit}}"], repo, env)
+    if have.returncode == 0:
+        return None
+    channel.send({"kind": "need"})
+    transfer = channel.receive()
+    bundle = os.path.join(request["cache"], f"{request['label']}.bundle")
+    with open(bundle, "wb") as out:
+        out.write(transfer["bundle"])
+    try:
+        fetched = _git(
+            ["fetch", "--quiet", bundle, f"+{transfer['ref']}:refs/keep/{commit}"], repo, env
+        )
+    finally:
+        os.unlink(bundle)
+    return _check(fetched, "git fetch from the bundle")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _remove_worktree(repo: str, worktree: str, env: dict[str, str]) -> None:
+    _git(["worktree", "remove", "--force", "--force", worktree], repo, env)
+    if os.path.exists(worktree):
+        shutil.rmtree(worktree, ignore_errors=True)
+        _git(["worktree", "prune"], repo, env)
+
+
+def _read_tail(path: str) -> bytes:
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - LOG_LIMIT))
+            return log.read()
+    except OSError:
+        return b""
+
+
+def evaluate(channel: Any, request: dict[str, Any]) -> None:
+    cache = request["cache"]
+    repo = os.path.join(cache, "repo.git")
+    git_env = _environ(request["drop_env"])
+    problem = _fetch(channel, request, repo, git_env)
+    worktree = request["worktree"]
+    if problem is None:
+        if os.path.exists(worktree):
+            _remove_worktree(repo, worktree, git_env)
+        os.makedirs(os.path.dirname(worktree), exist_ok=True)
+        added = _git(
+            ["worktree", "add", "--quiet", "--detach", worktree, request["commit"]], repo, git_env
+        )
+        problem = _check(added, "git worktree add")
+    if problem is not None:
+        channel.send({"kind": "error", "reason": problem})
+        return
+
+    result_path, log_path = request["result"], request["log"]
+    os.makedirs(os.path.dirname(result_path), exist_ok=True)
+    if os.path.exists(result_path):
+        os.unlink(result_path)
+    env = _environ(request["drop_env"])
+    env.update(request["env"])
+    if request["timing_lock"]:
+        env.setdefault(TIMING_LOCK_ENV, _timing_lock_path())
+    outcome = "exited"
+    started = time.time()
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                request["command"],
+                cwd=request["cwd"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            channel.send({"kind": "started", "worktree": worktree})
+            deadline = started + request["timeout"]
+            while proc.poll() is None:
+                left = deadline - time.time()
+                if left <= 0:
+                    outcome = "timeout"
+                    break
+                try:
+                    message = channel.receive(timeout=min(0.2, left))
+                except channel.TimeoutError:
+                    continue
+                except EOFError:
+                    outcome = "lost"
+                    break
+                if message == "kill":
+                    outcome = "killed"
+                    break
+        finally:
+            _kill_group(proc)  # on a timeout or kill, and whatever a finished session left
+            proc.wait()
+        finished = time.time()
+    finally:
+        _remove_worktree(repo, worktree, git_env)
+    if outcome == "lost":
+        return
+    try:
+        with open(result_path) as result_file:
+            result: str | None = result_file.read()
+        os.unlink(result_path)
+    except FileNotFoundError:
+        result = None
+    log_bytes = _read_tail(log_path)
+    if os.path.exists(log_path):
+        os.unlink(log_path)
+    channel.send(
+        {
+            "kind": "done",
+            "outcome": outcome,
+            "exit_code": proc.returncode if outcome == "exited" else None,
+            "result": result,
+            "log": log_bytes,
+            "started": started,
+            "finished": finished,
+        }
+    )
+
+
+def serve(channel: Any) -> None:
+    request = channel.receive()
+    op = request["op"]
+    if op == "hello":
+        channel.send(hello(request))
+    elif op == "evaluate":
+        evaluate(channel, request)
+    elif op == "cleanup":
+        shutil.rmtree(request["cache"], ignore_errors=True)
+        channel.send({"kind": "done"})
+    else:
+        channel.send({"kind": "error", "reason": f"unknown request {op!r}"})
+
+
+if __name__ == "__channelexec__":
+    serve(globals()["channel"])
