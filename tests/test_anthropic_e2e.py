@@ -102,7 +102,12 @@ def test_an_improving_edit_is_accepted(
         "--autopilot", "--autopilot-json=out.json", "--autopilot-report=report.md"
     )
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["autopilot: r1c1 * loss 9 -> 0 (-100%) accepted"])
+    result.stdout.fnmatch_lines(
+        [
+            "autopilot: r1c1 * loss 9 -> 0 (-100%) accepted ?2 requests, * output tokens, $0.0*",
+            "autopilot: anthropic usage: 2 requests, * input + * cache-read + * cache-write*",
+        ]
+    )
 
     data = json.loads((pytester.path / "out.json").read_text())
     [candidate] = [c for r in data["rounds"] for c in r["candidates"]]
@@ -126,6 +131,8 @@ def test_an_improving_edit_is_accepted(
     assert usage["requests"] == 2
     assert usage["output_tokens"] == sum(u["output_tokens"] for u in api.usage_log)
     assert usage["cost_usd"] > 0
+    assert data["usage"]["requests"] == 2
+    assert data["usage"]["cost_usd"] == pytest.approx(usage["cost_usd"], abs=1e-6)
 
     assert FAKE_KEY not in everything_written(repo)
     assert FAKE_KEY not in result.stdout.str() + result.stderr.str()
@@ -260,7 +267,7 @@ def test_the_llm_quickstart_example(pytester: pytest.Pytester, api: FakeMessages
     api.handler = answer
     result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["autopilot: r1c1 * accepted", "autopilot: PASS titles.val*"])
+    result.stdout.fnmatch_lines(["autopilot: r1c1 * accepted*", "autopilot: PASS titles.val*"])
 
     opener = api.message_requests[0].body
     prompt = opener["system"][0]["text"] + opener["messages"][0]["content"][0]["text"]

@@ -571,7 +571,7 @@ class Controller:
                 return
         self._check_interrupt()
         if proposals and self._elapsed() < budget.minutes * 60:
-            first = 1 + max((int(r.id.rpartition("c")[2]) for r in done), default=0)
+            first = 1 + max((_position(r)[1] for r in done), default=0)
             pending = self._prepare(number, first, proposals, reference_result)
             for record in pending:
                 if record.verdict is not None:
@@ -1007,6 +1007,8 @@ class Controller:
         line += f" {record.verdict}"
         if record.verdict != "accepted":
             line += f": {_shorten(record.reason, 100)}"
+        if record.usage.get("requests"):
+            line += f" [{_usage_text(record.usage)}]"
         self._say(line, green=record.verdict == "accepted")
 
     def _summary(self, status: int) -> None:
@@ -1019,7 +1021,7 @@ class Controller:
         )
         rows = [("id", "verdict", name, "change")]
         rows.append(("r0", "baseline", _num(base), ""))
-        for record in self.records:
+        for record in sorted(self.records, key=_position):
             value = record.objective_value(self.objective)
             shown = _num(value) + _percent(base, value) if value is not None else "-"
             rows.append((record.id, str(record.verdict), shown, self._change(record)))
@@ -1032,6 +1034,9 @@ class Controller:
             )
         for line in gate_lines(self.gates.get(self.incumbent.id, []), self.results.get("r0")):
             self._say(line.removeprefix(PREFIX).strip())
+        usage = self._usage()
+        if usage.get("requests"):
+            self._say(f"{self.config.optimizer} usage: {_usage_text(usage)}")
         branch = self.workspace.best_branch
         if status == 2:
             self._say(
@@ -1085,7 +1090,7 @@ class Controller:
 
     def payload(self) -> dict[str, Any]:
         rounds: dict[int, list[dict[str, Any]]] = {}
-        for record in self.records:
+        for record in sorted(self.records, key=_position):
             entry = record_to_json(record)
             entry["gates"] = [asdict(s) for s in self.gates.get(record.id, [])]
             rounds.setdefault(record.round, []).append(entry)
@@ -1107,7 +1112,19 @@ class Controller:
             },
             "gates": [asdict(s) for s in best_gates],
             "passed": all(s.passed for s in best_gates),
+            "usage": self._usage(),
         }
+
+    def _usage(self) -> dict[str, float]:
+        """Tokens, requests and cost of every candidate so far (LLM optimizers report them)."""
+        total: dict[str, float] = {}
+        for record in self.records:
+            for key, value in record.usage.items():
+                if key != "turns":
+                    total[key] = total.get(key, 0) + value
+        if "cost_usd" in total:
+            total["cost_usd"] = round(total["cost_usd"], 6)
+        return total
 
 
 def _feedback(result: SessionResult) -> list[FeedbackItem]:
@@ -1137,6 +1154,23 @@ def _num(value: float | None) -> str:
     if value is None or not math.isfinite(value) or float(value).is_integer():
         return fmt(value)
     return f"{value:.4g}"
+
+
+def _position(record: CandidateRecord) -> tuple[int, int]:
+    """Round and candidate number: the order proposals were made in, whatever decided first."""
+    return record.round, int(record.id.rpartition("c")[2] or 0)
+
+
+def _usage_text(usage: dict[str, float]) -> str:
+    def count(key: str) -> str:
+        return f"{int(usage.get(key, 0)):,}"
+
+    return (
+        f"{count('requests')} requests, {count('input_tokens')} input + "
+        f"{count('cache_read_input_tokens')} cache-read + "
+        f"{count('cache_creation_input_tokens')} cache-write, {count('output_tokens')} output "
+        f"tokens, ${usage.get('cost_usd', 0.0):.4f}"
+    )
 
 
 def _percent(before: float | None, after: float | None) -> str:
