@@ -149,7 +149,7 @@ def test_expand_tx_repeats_counted_specs_and_refuses_what_execnet_cannot_open() 
         expand_tx(["x*popen"])
     with pytest.raises(pytest.UsageError, match="--tx 'python=/usr/bin/python3': expected exactly"):
         expand_tx(["python=/usr/bin/python3"])
-    with pytest.raises(pytest.UsageError, match="via= is not supported"):
+    with pytest.raises(pytest.UsageError, match="via= and id= are not supported"):
         expand_tx(["socket=h:1//via=gw0"])
 
 
@@ -253,7 +253,7 @@ def test_a_worker_that_stays_dead_fails_the_candidate_with_the_reason(
     assert evaluation.status == "failed"
     assert evaluation.extra["retried"].startswith(f"worker {spec} died during r1c1: ")
     assert evaluation.reason.startswith(f"worker {spec} could not be started for r1c1: ")
-    assert "first attempt: worker" in evaluation.reason
+    assert evaluation.reason.endswith(f"(retried after: {evaluation.extra['retried']})")
 
 
 def test_a_gateway_that_cannot_be_made_fails_the_candidate_without_a_traceback(
@@ -265,6 +265,7 @@ def test_a_gateway_that_cannot_be_made_fails_the_candidate_without_a_traceback(
     evaluation = executor.evaluate("r1c1", project.commit(1), 60)
     assert evaluation.status == "failed"
     assert evaluation.reason.startswith(f"worker {spec} could not be started for r1c1: ")
+    assert evaluation.reason.endswith("(twice)")
     assert "Traceback" not in evaluation.reason
 
 

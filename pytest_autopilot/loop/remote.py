@@ -17,6 +17,7 @@ dropped (and made again on next use), and the candidate is tried once more on an
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shlex
 import tempfile
 import threading
@@ -83,8 +84,11 @@ def expand_tx(specs: Sequence[str]) -> list[str]:
                 f"--tx {raw!r}: expected exactly one of popen, ssh=HOST, socket=HOST:PORT "
                 "(with options like //python=PATH), e.g. ssh=build1//python=/opt/venv/bin/python"
             )
-        if parsed.via:
-            raise pytest.UsageError(f"--tx {raw!r}: via= is not supported with --autopilot")
+        if parsed.via or parsed.id:
+            raise pytest.UsageError(
+                f"--tx {raw!r}: via= and id= are not supported with --autopilot "
+                "(each spec gets a gateway of its own)"
+            )
         out.extend([spec] * int(count))
     return out
 
@@ -132,7 +136,7 @@ class ExecnetExecutor:
         self._group = execnet.Group()
         self._slots = [_Slot(i, s) for i, s in enumerate(tx)]
         self._cond = threading.Condition()
-        self._make_lock = threading.Lock()
+        self._made = itertools.count(1)
         self._reader = LocalExecutor(workspace, store, spec)
         self._timing_lock = TIMING_LOCK_ENV in spec.environment(workspace.repo, "probe")
         self._cancelled = False
@@ -159,13 +163,19 @@ class ExecnetExecutor:
                 break
             except _WorkerFailure as exc:
                 self._drop(slot)
+                if self._cancelled:
+                    evaluation.status = "interrupted"
+                    evaluation.reason = "interrupted"
+                    break
                 if first is None:
                     first = str(exc)
                     evaluation.extra["retried"] = first
                     avoid = slot.index
                     continue
                 evaluation.status = "failed"
-                evaluation.reason = f"{exc} (after a retry; first attempt: {first})"
+                evaluation.reason = (
+                    f"{exc} (twice)" if str(exc) == first else f"{exc} (retried after: {first})"
+                )
                 break
             finally:
                 self._release(slot)
@@ -226,9 +236,9 @@ class ExecnetExecutor:
         if slot.gateway is not None:
             return slot.gateway
         modules = ["pytest", "pytest_autopilot"] + (["xdist"] if self.spec.xdist else [])
+        gateway_id = f"autopilot{slot.index}-{next(self._made)}"
         try:
-            with self._make_lock:
-                gateway = self._group.makegateway(slot.spec)
+            gateway = self._group.makegateway(f"{slot.spec}//id={gateway_id}")
         except Exception as exc:
             raise _WorkerFailure(
                 f"worker {slot.spec} could not be started for {label}: {_describe(exc)}"
