@@ -40,7 +40,7 @@ def test_loss(autopilot):
         return
     if os.environ.get("REMOTE_TEST_CWD_LOG"):
         with open(os.environ["REMOTE_TEST_CWD_LOG"], "a") as log:
-            log.write(os.getcwd() + "\\n")
+            log.write(f"{os.getcwd()} {__file__}\\n")
     time.sleep(params.get("sleep", 0))
     autopilot.record("loss", (params["x"] - 3) ** 2, goal="min")
 """
@@ -60,8 +60,12 @@ class Project:
         self.workspace.ensure_layout()
         self.store = ExperimentStore(self.workspace.experiment_dir)
         self.store.ensure()
-        self.spec = ChildSpec(
-            args=(), repo=self.workspace.repo, invocation_rel="", rootdir_rel="", xdist=True
+        self.spec = ChildSpec(  # an absolute path into the checkout: mapped to the worktree
+            args=(str(self.workspace.repo / "test_obj.py"),),
+            repo=self.workspace.repo,
+            invocation_rel="",
+            rootdir_rel="",
+            xdist=True,
         )
 
     def commit(self, x: int, sleep: float = 0.0) -> str:
@@ -78,6 +82,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     remote_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(remote_tmp))  # the workers' directories land here
     monkeypatch.setenv("REMOTE_TEST_PID_FILE", str(tmp_path / "session.pid"))
+    monkeypatch.setenv("REMOTE_TEST_CWD_LOG", str(tmp_path / "sessions.log"))
     return Project(tmp_path / "repo")
 
 
@@ -187,6 +192,13 @@ def test_popen_gives_what_a_local_session_gives_and_two_gateways_run_at_once(
     assert float(a.extra["remote_started"]) < float(b.extra["remote_finished"])
     assert float(b.extra["remote_started"]) < float(a.extra["remote_finished"])
     assert a.extra["worktree"] != b.extra["worktree"]
+    sessions = (tmp_path / "sessions.log").read_text().splitlines()
+    assert len(sessions) == 4
+    remote_dirs = {a.extra["worktree"], b.extra["worktree"], remote.extra["worktree"]}
+    for line in sessions[1:]:  # the local session, then the remote ones
+        cwd, module = line.split()
+        assert cwd in remote_dirs
+        assert module == f"{cwd}/test_obj.py"
     assert not project.repo.refs("refs/autopilot/")  # the transfer refs are gone
     assert project.repo.worktrees() == [str(project.repo.path)]
     executor.close()
@@ -344,7 +356,7 @@ def test_pytest_autopilot_with_tx_popen_runs_the_loop_on_gateways(
     data = json.loads((pytester.path / "out.json").read_text())
     assert data["passed"] is True
     assert json.loads(repo.show("autopilot/demo", "params.json"))["x"] == 3
-    sessions = cwd_log.read_text().splitlines()
+    sessions = [line.split()[0] for line in cwd_log.read_text().splitlines()]
     assert sessions[0] == str(pytester.path)  # round 0, the user's own session
     assert all("/pytest-autopilot-worker-" in cwd for cwd in sessions[1:]), sessions
 
