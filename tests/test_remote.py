@@ -9,6 +9,7 @@ process's environment), so a test can make it sleep, report its pid, or kill the
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def test_loss(autopilot):
         return
     if os.environ.get("REMOTE_TEST_CWD_LOG"):
         with open(os.environ["REMOTE_TEST_CWD_LOG"], "a") as log:
-            log.write(f"{os.getcwd()} {__file__}\\n")
+            lock = os.environ.get("PYTEST_AUTOPILOT_TIMING_LOCK")
+            log.write(f"{os.getcwd()} {__file__} {lock}\\n")
     time.sleep(params.get("sleep", 0))
     autopilot.record("loss", (params["x"] - 3) ** 2, goal="min")
 """
@@ -195,10 +197,12 @@ def test_popen_gives_what_a_local_session_gives_and_two_gateways_run_at_once(
     sessions = (tmp_path / "sessions.log").read_text().splitlines()
     assert len(sessions) == 4
     remote_dirs = {a.extra["worktree"], b.extra["worktree"], remote.extra["worktree"]}
+    remote_lock = tmp_path / "remote-tmp" / f"pytest-autopilot-{os.getuid()}.timing.lock"
     for line in sessions[1:]:  # the local session, then the remote ones
-        cwd, module = line.split()
+        cwd, module, lock = line.split()
         assert cwd in remote_dirs
         assert module == f"{cwd}/test_obj.py"
+        assert lock == str(remote_lock)  # the worker's own machine-wide lock
     assert not project.repo.refs("refs/autopilot/")  # the transfer refs are gone
     assert project.repo.worktrees() == [str(project.repo.path)]
     executor.close()
@@ -363,6 +367,7 @@ def test_pytest_autopilot_with_tx_popen_runs_the_loop_on_gateways(
 
 WALK_CONFTEST = """\
 import json
+import os
 from pytest_autopilot.proposals import Proposal
 
 def pytest_autopilot_optimizer_names(config):
