@@ -36,8 +36,10 @@ def test_loss(autopilot):
         pathlib.Path(os.environ["REMOTE_TEST_PID_FILE"]).write_text(str(os.getpid()))
     die_once = os.environ.get("REMOTE_TEST_DIE_ONCE")
     if die_once and not os.path.exists(die_once):
-        pathlib.Path(die_once).write_text("killed the worker")
-        os.kill(os.getppid(), signal.SIGKILL)  # the worker runs the session as its child
+        pathlib.Path(die_once).write_text("killed")
+        # The worker runs the session as its child.
+        victim = os.getppid() if os.environ["REMOTE_TEST_KILL"] == "worker" else os.getpid()
+        os.kill(victim, signal.SIGKILL)
         return
     if os.environ.get("REMOTE_TEST_CWD_LOG"):
         with open(os.environ["REMOTE_TEST_CWD_LOG"], "a") as log:
@@ -227,20 +229,30 @@ def test_a_socket_server_evaluates_and_receives_only_new_commits(
     assert again.extra["sent"] == "nothing: the worker holds the commit"
 
 
-def test_a_worker_that_dies_mid_candidate_costs_one_attempt_and_the_retry_succeeds(
+@pytest.mark.parametrize(
+    ("victim", "first_failure"),
+    [
+        ("worker", "worker popen died during r1c1: "),
+        ("session", "session of r1c1 on worker popen was killed by signal 9: "),
+    ],
+)
+def test_a_worker_or_session_that_dies_mid_candidate_costs_one_attempt(
     project: Project,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     executors: list[ExecnetExecutor],
+    victim: str,
+    first_failure: str,
 ) -> None:
     marker = tmp_path / "died"
     monkeypatch.setenv("REMOTE_TEST_DIE_ONCE", str(marker))
+    monkeypatch.setenv("REMOTE_TEST_KILL", victim)
     executor = project.executor(["popen"])
     executors.append(executor)
     evaluation = executor.evaluate("r1c1", project.commit(2), 60)
     assert marker.exists()
     assert loss(evaluation) == 1
-    assert evaluation.extra["retried"].startswith("worker popen died during r1c1: ")
+    assert evaluation.extra["retried"].startswith(first_failure)
 
 
 def test_a_worker_that_stays_dead_fails_the_candidate_with_the_reason(

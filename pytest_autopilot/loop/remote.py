@@ -94,7 +94,15 @@ def expand_tx(specs: Sequence[str]) -> list[str]:
 
 
 class _WorkerFailure(Exception):
-    """The gateway, not the candidate, failed: drop it and try the candidate elsewhere."""
+    """The gateway, not the candidate, failed: try the candidate once more.
+
+    ``drop``: the gateway itself is broken and is made again on next use; otherwise only the
+    session died (killed by a signal on the worker, as a local one can be).
+    """
+
+    def __init__(self, reason: str, *, drop: bool = True) -> None:
+        super().__init__(reason)
+        self.drop = drop
 
 
 class _Cancelled(Exception):
@@ -162,7 +170,8 @@ class ExecnetExecutor:
                 evaluation.reason = "interrupted"
                 break
             except _WorkerFailure as exc:
-                self._drop(slot)
+                if exc.drop:
+                    self._drop(slot)
                 if self._cancelled:
                     evaluation.status = "interrupted"
                     evaluation.reason = "interrupted"
@@ -327,6 +336,13 @@ class ExecnetExecutor:
             evaluation.reason = f"session ran past candidate_timeout ({timeout:g}s) and was killed"
             return
         self._reader._read(evaluation, result_path, log_path)
+        code = evaluation.exit_code
+        if code is not None and code < 0:
+            raise _WorkerFailure(
+                f"session of {evaluation.label} on worker {evaluation.extra['worker']} was "
+                f"killed by signal {-code}: {evaluation.reason}",
+                drop=False,
+            )
 
     def _environment(self, info: dict[str, Any], worktree: Path, label: str) -> dict[str, str]:
         """What :meth:`ChildSpec.environment` sets, computed from the worker's environment."""
