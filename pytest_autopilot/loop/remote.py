@@ -148,7 +148,6 @@ class ExecnetExecutor:
         self._reader = LocalExecutor(workspace, store, spec)
         self._timing_lock = TIMING_LOCK_ENV in spec.environment(workspace.repo, "probe")
         self._cancelled = False
-        self._closed = False
 
     # -- the Executor protocol ----------------------------------------------------------------
 
@@ -161,6 +160,7 @@ class ExecnetExecutor:
         for _attempt in range(2):
             slot = self._acquire(avoid)
             if slot is None:
+                evaluation.status = "interrupted"
                 evaluation.reason = "interrupted" if first else "interrupted before it started"
                 break
             try:
@@ -203,7 +203,6 @@ class ExecnetExecutor:
     def close(self) -> None:
         """Remove the workers' directories and exit every gateway."""
         self._cancelled = True
-        self._closed = True
         with self._cond:
             self._cond.notify_all()
         for slot in self._slots:
