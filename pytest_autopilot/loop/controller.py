@@ -196,6 +196,8 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
         if state is None:
             workspace.delete_experiment_refs()
             store.clear()
+        else:
+            workspace.delete_transfer_refs()
         baseline_commit = workspace.snapshot_baseline(
             f"autopilot: baseline of experiment {config.experiment}\n\n"
             "HEAD plus the uncommitted changes present when the run started.\n",

@@ -385,6 +385,12 @@ class Workspace:
         )
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
+    def delete_transfer_refs(self) -> None:
+        """Refs that only carried a bundle to a remote worker, left by a run that died."""
+        refs = [r for r in self.experiment_refs() if r.startswith(f"{self.ref_prefix}/transfer/")]
+        if refs:
+            self.git("update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs))
+
     def delete_experiment_refs(self) -> None:
         refs = self.experiment_refs()
         if refs:
