@@ -68,7 +68,10 @@ def write_values(
             raise pytest.UsageError(f"{source}: two keys name the same value")
     out = text
     for start, end, new in reversed(replacements):
-        out = out[:start] + new + out[end:]
+        rest = out[end:]
+        if fmt == "yaml":
+            rest = _keep_comment_column(rest, len(new) - (end - start))
+        out = out[:start] + new + rest
     check = _parse(out, fmt, source)
     for key, value in values.items():
         if not _same(check.find(key).value, value):
@@ -76,6 +79,14 @@ def write_values(
                 f"{source}: {key}: cannot write {value!r} so that it reads back the same"
             )
     return out
+
+
+def _keep_comment_column(rest: str, growth: int) -> str:
+    """Keep an aligned end-of-line comment where it was when a value grows or shrinks."""
+    padding = len(rest) - len(rest.lstrip(" "))
+    if not padding or not rest[padding:].startswith("#") or not growth:
+        return rest
+    return " " * max(1, padding - growth) + rest[padding:]
 
 
 def _same(a: object, b: object) -> bool:

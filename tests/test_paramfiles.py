@@ -83,12 +83,18 @@ def test_yaml_write_changes_only_the_scalars() -> None:
         "yaml",
     )
     expected = (
-        LOADER_YAML.replace("concurrency: 4      #", "concurrency: 16      #")
+        LOADER_YAML.replace("concurrency: 4      #", "concurrency: 16     #")
         .replace("per_batch: false", "per_batch: true")
         .replace("{concurrency: 1, executor: 'thread'}", "{concurrency: 3, executor: 'process'}")
         .replace("retries: 0", "retries: 2")
     )
     assert out == expected
+
+
+def test_aligned_end_of_line_comments_stay_in_their_column() -> None:
+    text = "a: 4       # threads\nb: 100     # buffer\nc: 7 # tight\n"
+    out = write_values(text, {"a": 24, "b": 1, "c": 700}, "yaml")
+    assert out == "a: 24      # threads\nb: 1       # buffer\nc: 700 # tight\n"
 
 
 def test_unchanged_values_keep_their_spelling() -> None:
