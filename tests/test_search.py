@@ -267,7 +267,7 @@ def test_proposals_edit_the_file_keeping_comments_and_say_what_changed() -> None
         new = proposal.edits["params.yaml"]
         assert proposal.params == read_values(new, list(space), "yaml")
         assert new.startswith("# tuned by autopilot\nloader:\n  workers: ")
-        assert "  # threads\n" in new and new.endswith("other: keep\n")
+        assert " # threads\n" in new and new.endswith("other: keep\n")
         changes = [
             f"{key} {value} -> {proposal.params[key]}"
             for key, value in (("loader.workers", 2), ("loader.mode", "fast"))
