@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from suite_repo import commit_suite
+
 TARGET = 0.01
 
 CONFTEST = """\
@@ -72,24 +74,14 @@ def config(rounds: int, candidates: int) -> str:
     )
 
 
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-
-
 def build_repo(root: Path, rounds: int, candidates: int) -> None:
     files = {
         "params.json": '{"n": 0}',
         "test_bench.py": TEST,
         "conftest.py": CONFTEST,
         "autopilot.yaml": config(rounds, candidates),
-        "pytest.ini": "[pytest]\n",
-        ".gitignore": "__pycache__/\n.pytest_cache/\n.benchmarks/\n",
     }
-    for name, text in files.items():
-        (root / name).write_text(text)
-    git(root, "init", "--quiet")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "--quiet", "-m", "suite")
+    commit_suite(root, files)
 
 
 def upper_bound(events: int, trials: int, confidence: float = 0.95) -> float:

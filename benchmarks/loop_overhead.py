@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from suite_repo import commit_suite
+
 TARGET = 1.5
 
 CONFTEST = """\
@@ -64,24 +66,9 @@ budget: {rounds: 1, candidates: 1}
 """
 
 
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-
-
 def build_repo(root: Path) -> None:
-    files = {
-        "params.json": '{"x": 0}',
-        "test_obj.py": TEST,
-        "conftest.py": CONFTEST,
-        "autopilot.yaml": CONFIG,
-        "pytest.ini": "[pytest]\n",
-        ".gitignore": "__pycache__/\n.pytest_cache/\n",
-    }
-    for name, text in files.items():
-        (root / name).write_text(text)
-    git(root, "init", "--quiet")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "--quiet", "-m", "suite")
+    files = {"params.json": '{"x": 0}', "test_obj.py": TEST, "conftest.py": CONFTEST}
+    commit_suite(root, {**files, "autopilot.yaml": CONFIG})
 
 
 def bare(root: Path) -> float:

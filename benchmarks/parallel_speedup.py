@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from suite_repo import commit_suite
+
 TARGET = 0.6
 
 CONFTEST = """\
@@ -70,24 +72,14 @@ budget: {rounds: 1, candidates: 2}
 """
 
 
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-
-
 def build_repo(root: Path, spins: int) -> None:
     files = {
         "params.json": '{"x": 0}',
         "test_obj.py": TEST.replace("SPINS", str(spins)),
         "conftest.py": CONFTEST,
         "autopilot.yaml": CONFIG,
-        "pytest.ini": "[pytest]\n",
-        ".gitignore": "__pycache__/\n.pytest_cache/\n",
     }
-    for name, text in files.items():
-        (root / name).write_text(text)
-    git(root, "init", "--quiet")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "--quiet", "-m", "suite")
+    commit_suite(root, files)
 
 
 def round_seconds(root: Path, workers: int) -> float:

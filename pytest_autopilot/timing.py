@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
 TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
-TIMING_LOG_ENV = "PYTEST_AUTOPILOT_TIMING_LOG"
-"""Optional: a file to which each session appends its exclusive intervals (for checking)."""
 
 
 def default_lock_path() -> str:
@@ -42,14 +39,11 @@ def is_timing_test(item: pytest.Item) -> bool:
 class TimingLock:
     """The shared/exclusive lock a candidate session takes; registered only in such sessions."""
 
-    def __init__(self, path: str, log: str | None = None) -> None:
+    def __init__(self, path: str) -> None:
         import fcntl  # POSIX only: elsewhere register() does not get here
 
         self._fcntl = fcntl
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        self.log = log
-        self.waited = 0.0
-        """Seconds spent waiting for the exclusive lock: time other sessions needed the CPU."""
         fcntl.flock(self.fd, fcntl.LOCK_SH)
 
     @pytest.hookimpl(wrapper=True)
@@ -58,18 +52,11 @@ class TimingLock:
     ) -> Generator[None, object, object]:
         if not is_timing_test(item):
             return (yield)
-        asked = time.time()
         self._fcntl.flock(self.fd, self._fcntl.LOCK_EX)
-        start = time.time()
-        self.waited += start - asked
         try:
             return (yield)
         finally:
-            end = time.time()
             self._fcntl.flock(self.fd, self._fcntl.LOCK_SH)
-            if self.log:
-                with open(self.log, "a") as out:
-                    out.write(f"{os.getpid()} {start:.6f} {end:.6f} {item.nodeid}\n")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.close()
@@ -84,6 +71,4 @@ def register(config: pytest.Config) -> None:
     """Take the lock when this session was started by the loop with one."""
     path = os.environ.get(TIMING_LOCK_ENV)
     if path and os.name == "posix" and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(
-            TimingLock(path, os.environ.get(TIMING_LOG_ENV) or None), "autopilot-timing-lock"
-        )
+        config.pluginmanager.register(TimingLock(path), "autopilot-timing-lock")

@@ -197,7 +197,7 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
             workspace.delete_experiment_refs()
             store.clear()
         else:
-            workspace.delete_transfer_refs()
+            workspace.delete_experiment_refs(under="transfer")  # a dead run's remote transfers
         baseline_commit = workspace.snapshot_baseline(
             f"autopilot: baseline of experiment {config.experiment}\n\n"
             "HEAD plus the uncommitted changes present when the run started.\n",
@@ -248,29 +248,25 @@ def run_loop(
         run.lock.release()
 
 
-def parallelism(pytest_config: pytest.Config) -> int:
-    """Candidate sessions at once: ``-n N`` (local), else one per ``--tx`` execution spec."""
+def local_workers(pytest_config: pytest.Config) -> int:
+    """``-n N`` as xdist resolved it (``auto`` included); 0 without it."""
     numprocesses = pytest_config.getoption("numprocesses", None)
-    if isinstance(numprocesses, int) and numprocesses > 0:
-        return numprocesses
-    return max(1, len(remote_specs(pytest_config)))
+    return numprocesses if isinstance(numprocesses, int) and numprocesses > 0 else 0
 
 
 def remote_specs(pytest_config: pytest.Config) -> list[str]:
     """``--tx`` execution specs given without ``-n`` (with ``-n``, xdist fills ``tx`` itself)."""
-    numprocesses = pytest_config.getoption("numprocesses", None)
     tx = pytest_config.getoption("tx", None)
-    if (isinstance(numprocesses, int) and numprocesses > 0) or not tx:
+    if local_workers(pytest_config) or not tx:
         return []
     from pytest_autopilot.loop.remote import expand_tx
 
     return expand_tx([str(spec) for spec in tx])
 
 
-def make_executor(pytest_config: pytest.Config, run: LoopRun) -> Executor:
-    """Local child sessions, or sessions on execnet gateways when ``--tx`` is given."""
+def make_executor(pytest_config: pytest.Config, run: LoopRun, specs: Sequence[str]) -> Executor:
+    """Local child sessions, or sessions on the execnet gateways of ``specs`` (``--tx``)."""
     spec = ChildSpec.from_config(pytest_config, run.workspace)
-    specs = remote_specs(pytest_config)
     if specs:
         from pytest_autopilot.loop.remote import ExecnetExecutor
 
@@ -301,9 +297,10 @@ class Controller:
         self.workspace = run.workspace
         self.store = run.store
         self.session_result = session_result
-        self.parallel = parallelism(pytest_config)
+        specs = remote_specs(pytest_config)
+        self.parallel = local_workers(pytest_config) or len(specs) or 1
         """How many candidate sessions may run at once (``-n N``, or one per ``--tx`` spec)."""
-        self.executor: Executor = executor or make_executor(pytest_config, run)
+        self.executor: Executor = executor or make_executor(pytest_config, run, specs)
         self.hook = pytest_config.hook
         given = pytest_config.getoption("autopilot_baseline", None)
         self.gate_baseline = (

@@ -385,14 +385,11 @@ class Workspace:
         )
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
-    def delete_transfer_refs(self) -> None:
-        """Refs that only carried a bundle to a remote worker, left by a run that died."""
-        refs = [r for r in self.experiment_refs() if r.startswith(f"{self.ref_prefix}/transfer/")]
-        if refs:
-            self.git("update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs))
-
-    def delete_experiment_refs(self) -> None:
-        refs = self.experiment_refs()
+    def delete_experiment_refs(self, under: str | None = None) -> None:
+        """Every ref of the experiment, or only those under ``refs/autopilot/<name>/<under>/``."""
+        refs = list(self.experiment_refs())
+        if under is not None:
+            refs = [r for r in refs if r.startswith(f"{self.ref_prefix}/{under}/")]
         if refs:
             self.git("update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs))
 
