@@ -88,6 +88,32 @@ class GateSpec:
         return self.kind in ("max_regression", "min_gain")
 
 
+_PRICE_KEYS = ("input", "output", "cache_write", "cache_read")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens of one model; cache prices default to the API's multipliers
+    (5-minute cache writes 1.25 times the input price, cache reads 0.1 times)."""
+
+    input: float
+    output: float
+    cache_write: float | None = None
+    cache_read: float | None = None
+
+    @property
+    def cache_write_price(self) -> float:
+        return self.input * 1.25 if self.cache_write is None else self.cache_write
+
+    @property
+    def cache_read_price(self) -> float:
+        return self.input * 0.1 if self.cache_read is None else self.cache_read
+
+
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+THINKING_TYPES = ("enabled", "adaptive", "disabled")
+
+
 @dataclass(frozen=True)
 class AnthropicSettings:
     model: str = "claude-sonnet-5-5"
@@ -97,8 +123,14 @@ class AnthropicSettings:
     max_turns: int = 20
     max_retries: int = 4
     timeout: float = 300.0
-    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Model -> (input, output) USD per million tokens, overriding the built-in table."""
+    prices: dict[str, Price] = field(default_factory=dict)
+    """Model -> price, overriding the built-in table."""
+    max_characters: int = 80_000
+    """Sent in the text editor tool's definition; every ``view`` result is cut to it."""
+    thinking: dict[str, Any] | None = None
+    """The Messages API's ``thinking`` object, validated, sent as is."""
+    effort: str | None = None
+    """Sent as ``output_config: {effort: ...}``."""
 
 
 @dataclass(frozen=True)
@@ -586,15 +618,30 @@ class _Parser:
             "max_retries",
             "timeout",
             "prices",
+            "max_characters",
+            "thinking",
+            "effort",
         )
         s = self.mapping(value, "anthropic", keys)
         temperature = s.get("temperature", default.temperature)
         budget_usd = s.get("budget_usd", default.budget_usd)
+        model = self.string(s.get("model", default.model), "anthropic.model", "a model name")
+        max_tokens = self.integer(
+            s.get("max_tokens", default.max_tokens), "anthropic.max_tokens", 1
+        )
+        thinking = self.thinking(s.get("thinking"), max_tokens)
+        if temperature is not None and thinking and thinking["type"] != "disabled":
+            raise pytest.UsageError(
+                f"{self.file}: anthropic.temperature: cannot be set together with "
+                f"anthropic.thinking (type {thinking['type']}): the API refuses the pair; "
+                "remove one of them"
+            )
+        effort = s.get("effort")
+        if effort is not None and effort not in EFFORTS:
+            self.fail("anthropic.effort", f"one of {', '.join(EFFORTS)}", effort)
         return AnthropicSettings(
-            model=self.string(s.get("model", default.model), "anthropic.model", "a model name"),
-            max_tokens=self.integer(
-                s.get("max_tokens", default.max_tokens), "anthropic.max_tokens", 1
-            ),
+            model=model,
+            max_tokens=max_tokens,
             temperature=None
             if temperature is None
             else self.number(
@@ -615,31 +662,91 @@ class _Parser:
                 "a positive number of seconds",
                 lambda x: x > 0,
             ),
-            prices=self.prices(s.get("prices")),
+            prices=self.prices(s.get("prices"), model),
+            max_characters=self.integer(
+                s.get("max_characters", default.max_characters), "anthropic.max_characters", 1000
+            ),
+            thinking=thinking,
+            effort=effort,
         )
 
-    def prices(self, value: object) -> dict[str, tuple[float, float]]:
+    def prices(self, value: object, model: str) -> dict[str, Price]:
+        """``{input, output, cache_write, cache_read}`` prices the configured model; a mapping
+        of model names to such mappings (or to ``[input, output]``) prices several."""
+        what = (
+            "{input: N, output: N, cache_write: N, cache_read: N} in USD per million tokens "
+            "(cache_* optional), or a mapping of model names to such prices"
+        )
         if value is None:
             return {}
-        if not isinstance(value, Mapping):
-            self.fail(
-                "anthropic.prices",
-                "a mapping of model -> [input, output] USD per million tokens",
-                value,
+        if not isinstance(value, Mapping) or not value:
+            self.fail("anthropic.prices", what, value)
+        if set(value) & set(_PRICE_KEYS):
+            return {model: self.price(value, "anthropic.prices")}
+        return {
+            str(name): self.price(entry, f"anthropic.prices.{name}")
+            for name, entry in value.items()
+        }
+
+    def price(self, value: object, key: str) -> Price:
+        def usd(entry: object, name: str) -> float:
+            return self.number(
+                entry, name, "a number of USD per million tokens >= 0", lambda x: x >= 0
             )
-        prices = {}
-        for model, pair in value.items():
-            key = f"anthropic.prices.{model}"
-            what = "[input, output] USD per million tokens (numbers >= 0)"
-            if isinstance(pair, Mapping):
-                pair = [
-                    self.mapping(pair, key, ("input", "output")).get(k) for k in ("input", "output")
-                ]
-            if not isinstance(pair, list) or len(pair) != 2:
-                self.fail(key, what, pair)
-            low, high = (self.number(p, key, what, lambda x: x >= 0) for p in pair)
-            prices[str(model)] = (low, high)
-        return prices
+
+        if isinstance(value, list) and len(value) == 2:
+            return Price(usd(value[0], f"{key}[0]"), usd(value[1], f"{key}[1]"))
+        if not isinstance(value, Mapping):
+            self.fail(key, "{input: N, output: N} or [input, output] USD per million tokens", value)
+        entry = self.mapping(value, key, _PRICE_KEYS)
+        for required in ("input", "output"):
+            if required not in entry:
+                raise pytest.UsageError(
+                    f"{self.file}: {key}.{required}: missing; expected USD per million tokens"
+                )
+        optional = {
+            name: usd(entry[name], f"{key}.{name}")
+            for name in ("cache_write", "cache_read")
+            if entry.get(name) is not None
+        }
+        return Price(
+            usd(entry["input"], f"{key}.input"), usd(entry["output"], f"{key}.output"), **optional
+        )
+
+    def thinking(self, value: object, max_tokens: int) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        section = self.mapping(value, "anthropic.thinking", ("type", "budget_tokens", "display"))
+        kind = section.get("type")
+        if kind not in THINKING_TYPES:
+            self.fail("anthropic.thinking.type", f"one of {', '.join(THINKING_TYPES)}", kind)
+        thinking: dict[str, Any] = {"type": kind}
+        budget = section.get("budget_tokens")
+        if kind == "enabled":
+            budget = self.integer(budget, "anthropic.thinking.budget_tokens", 1024)
+            if budget >= max_tokens:
+                self.fail(
+                    "anthropic.thinking.budget_tokens",
+                    f"fewer tokens than anthropic.max_tokens ({max_tokens})",
+                    budget,
+                )
+            thinking["budget_tokens"] = budget
+        elif budget is not None:
+            self.fail(
+                "anthropic.thinking.budget_tokens",
+                "no budget_tokens unless type is enabled",
+                budget,
+            )
+        display = section.get("display")
+        if display is not None:
+            if kind == "disabled" or display not in ("summarized", "omitted"):
+                self.fail(
+                    "anthropic.thinking.display",
+                    "summarized or omitted (with thinking on)",
+                    display,
+                )
+            thinking["display"] = display
+        return thinking
 
     def knowledge(self, value: object) -> tuple[str, ...]:
         files = []

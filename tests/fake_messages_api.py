@@ -93,6 +93,42 @@ class Request:
     raw: bytes
 
 
+CREDENTIAL_VARIABLES = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_PROFILE",
+    "ANTHROPIC_CONFIG_DIR",
+    "ANTHROPIC_FEDERATION_RULE_ID",
+    "ANTHROPIC_ORGANIZATION_ID",
+    "ANTHROPIC_IDENTITY_TOKEN",
+    "ANTHROPIC_IDENTITY_TOKEN_FILE",
+)
+
+
+def isolate_credentials(monkeypatch: Any, home: Path) -> None:
+    """No credential from the machine: every variable the SDK reads is unset and the home
+    directory (where its profiles live by default) is ``home``."""
+    for variable in CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+
+
+def write_profile(config_dir: Path, name: str, token: str) -> None:
+    """An SDK profile (``user_oauth`` with an externally rotated access token)."""
+    (config_dir / "configs").mkdir(parents=True, exist_ok=True)
+    (config_dir / "credentials").mkdir(parents=True, exist_ok=True)
+    config = config_dir / "configs" / f"{name}.json"
+    config.write_text(json.dumps({"authentication": {"type": "user_oauth"}}))
+    config.chmod(0o644)
+    secret = config_dir / "credentials" / f"{name}.json"
+    secret.write_text(json.dumps({"access_token": token}))
+    secret.chmod(0o600)
+
+
+def thinking(value: str = "Let me think.") -> dict[str, Any]:
+    return {"type": "thinking", "thinking": value, "signature": "sig-" + value[:8]}
+
+
 def text(value: str) -> dict[str, Any]:
     return {"type": "text", "text": value}
 

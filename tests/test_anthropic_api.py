@@ -20,13 +20,16 @@ from fake_messages_api import (
     Reply,
     Request,
     done,
+    isolate_credentials,
     make_context,
     text,
+    thinking,
     tool_reply,
     tool_use,
+    write_profile,
 )
 
-from pytest_autopilot.config import AnthropicSettings, AutopilotConfig
+from pytest_autopilot.config import AnthropicSettings, AutopilotConfig, Price
 from pytest_autopilot.optimizers import anthropic_api
 from pytest_autopilot.optimizers.anthropic_api import Conversation, cost_usd, price_of
 from pytest_autopilot.proposals import CandidateFailed, CandidateRecord, Proposal
@@ -35,12 +38,11 @@ FAKE_KEY = "sk-ant-fake-0123456789abcdef"
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeMessagesAPI]:
     with FakeMessagesAPI() as server:
+        isolate_credentials(monkeypatch, tmp_path / "home")
         monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        for variable in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
-            monkeypatch.delenv(variable, raising=False)
         yield server
 
 
@@ -264,10 +266,11 @@ def test_budget_crossed_mid_conversation_stops_it(api: FakeMessagesAPI, repo: Pa
 
 
 def test_prices_follow_the_table_and_the_config() -> None:
-    assert price_of(AnthropicSettings(model="claude-opus-4-1-20250805")) == (15.0, 75.0)
-    assert price_of(AnthropicSettings(model="claude-opus-4-8")) == (5.0, 25.0)
-    assert price_of(AnthropicSettings(model="claude-haiku-4-5")) == (1.0, 5.0)
-    assert price_of(AnthropicSettings(model="mine", prices={"mine": (2.0, 4.0)})) == (2.0, 4.0)
+    assert price_of(AnthropicSettings(model="claude-opus-4-1-20250805")) == Price(15.0, 75.0)
+    assert price_of(AnthropicSettings(model="claude-opus-4-8")) == Price(5.0, 25.0)
+    assert price_of(AnthropicSettings(model="claude-haiku-4-5")) == Price(1.0, 5.0)
+    mine = Price(2.0, 4.0, cache_write=1.0, cache_read=0.5)
+    assert price_of(AnthropicSettings(model="mine", prices={"mine": mine})) == mine
     assert price_of(AnthropicSettings(model="claude-fable-5")) is None
     usage = {
         "input_tokens": 1e6,
@@ -275,7 +278,8 @@ def test_prices_follow_the_table_and_the_config() -> None:
         "cache_creation_input_tokens": 1e6,
         "cache_read_input_tokens": 1e6,
     }
-    assert cost_usd(usage, (3.0, 15.0)) == pytest.approx(3 + 15 + 3.75 + 0.3)
+    assert cost_usd(usage, Price(3.0, 15.0)) == pytest.approx(3 + 15 + 3.75 + 0.3)
+    assert cost_usd(usage, mine) == pytest.approx(2 + 4 + 1 + 0.5)
 
 
 def test_the_default_model_is_not_deprecated() -> None:
@@ -285,23 +289,49 @@ def test_the_default_model_is_not_deprecated() -> None:
     assert price_of(AnthropicSettings()) is not None
 
 
-def test_missing_key_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for variable in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
-        monkeypatch.delenv(variable, raising=False)
-    config = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="anthropic")
-    with pytest.raises(pytest.UsageError, match="set the ANTHROPIC_API_KEY environment variable"):
-        anthropic_api.pytest_autopilot_check(None, config)  # type: ignore[arg-type]
-    anthropic_api.pytest_autopilot_check(None, AutopilotConfig(path=None, rootdir=tmp_path))  # type: ignore[arg-type]
-
-
 def test_an_unpriced_model_with_a_budget_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
     settings = AnthropicSettings(model="claude-fable-5", budget_usd=1.0)
-    config = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="anthropic", anthropic=settings)
-    with pytest.raises(pytest.UsageError, match=r"anthropic.prices: no price is known"):
+    config = AutopilotConfig(
+        path=tmp_path / "autopilot.yaml",
+        rootdir=tmp_path,
+        optimizer="anthropic",
+        anthropic=settings,
+    )
+    with pytest.raises(pytest.UsageError) as error:
         anthropic_api.pytest_autopilot_check(None, config)  # type: ignore[arg-type]
+    assert str(error.value).startswith(
+        "autopilot.yaml: anthropic.budget_usd: no price is known for model 'claude-fable-5'"
+    )
+    assert "prices: {input: 3.0, output: 15.0" in str(error.value)
+    priced = AnthropicSettings(
+        model="claude-fable-5", budget_usd=1.0, prices={"claude-fable-5": Price(3.0, 15.0)}
+    )
+    config = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="anthropic", anthropic=priced)
+    anthropic_api.pytest_autopilot_check(None, config)  # type: ignore[arg-type]
+
+
+def test_an_unpriced_model_records_an_unknown_cost(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(tool_reply(EDIT), done())
+    [proposal] = propose(repo, anthropic=AnthropicSettings(model="claude-fable-5"))
+    run(proposal, repo)
+    assert proposal.usage["unpriced_requests"] == 2
+    assert "cost_usd" not in proposal.usage, "an unknown cost is not a cost of 0"
+    assert proposal.usage["output_tokens"] == sum(u["output_tokens"] for u in api.usage_log)
+
+
+def test_prices_from_the_config_price_the_tokens(api: FakeMessagesAPI, repo: Path) -> None:
+    price = Price(2.0, 8.0, cache_write=4.0, cache_read=0.5)
+    settings = AnthropicSettings(model="claude-fable-5", prices={"claude-fable-5": price})
+    api.script(tool_reply(EDIT), done())
+    [proposal] = propose(repo, anthropic=settings)
+    run(proposal, repo)
+    assert "unpriced_requests" not in proposal.usage
+    expected = sum(cost_usd(u, price) for u in api.usage_log)
+    assert expected > 0
+    assert proposal.usage["cost_usd"] == pytest.approx(expected)
 
 
 def test_the_key_is_never_recorded(api: FakeMessagesAPI, repo: Path) -> None:
@@ -348,3 +378,214 @@ def test_candidates_run_concurrently_with_different_ideas(
         "idea with 9 workers",
     ]
     assert (repo / "params.yaml").read_text() == "workers: 2\n"
+
+
+# -- stop reasons ----------------------------------------------------------------------------
+
+CUT_OFF_CREATE = {"command": "create", "path": "params.yaml", "file_text": "workers: 8\nbat"}
+
+
+def test_a_tool_call_cut_off_at_max_tokens_is_not_executed(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    api.script(
+        Reply([text("Rewriting."), tool_use(CUT_OFF_CREATE)], stop_reason="max_tokens"),
+        tool_reply(EDIT),
+        done("Smaller edit."),
+    )
+    [proposal] = propose(repo)
+    rationale = run(proposal, repo)
+
+    assert (repo / "params.yaml").read_text() == "workers: 8\n", "only the complete edit ran"
+    [result] = tool_results(api.message_requests[1])
+    assert result["is_error"] is True
+    assert result["tool_use_id"] == first_tool_id(api, 0)
+    assert "not executed" in result["content"] and "max_tokens (8192 tokens)" in result["content"]
+    assert "smaller calls" in result["content"]
+    assert rationale is not None and rationale.startswith("Smaller edit.")
+    assert [e["kind"] for e in proposal.transcript] == [
+        "prompt",
+        "reply",
+        "tool_result",
+        "reply",
+        "tool_result",
+        "reply",
+    ]
+
+
+def test_replies_cut_off_again_and_again_end_the_candidate(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    cut = Reply([tool_use(CUT_OFF_CREATE)], stop_reason="max_tokens")
+    api.script(cut, cut, tool_reply(EDIT))
+    [proposal] = propose(repo, anthropic=AnthropicSettings(max_tokens=2000))
+    with pytest.raises(CandidateFailed) as failure:
+        run(proposal, repo)
+    assert str(failure.value) == (
+        "2 replies in a row were cut off at anthropic.max_tokens=2000 inside a tool call, "
+        "which was not executed; raise anthropic.max_tokens, before changing any file"
+    )
+    assert len(api.message_requests) == 2
+    assert (repo / "params.yaml").read_text() == "workers: 2\n"
+
+
+def test_a_refusal_fails_the_candidate_with_its_own_reason(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    api.script(Reply([text("I can't help with that.")], stop_reason="refusal"))
+    [proposal] = propose(repo)
+    with pytest.raises(CandidateFailed) as failure:
+        run(proposal, repo)
+    assert str(failure.value) == (
+        "the model refused to continue (stop_reason: refusal) at turn 1, before changing any file"
+    )
+    assert proposal.transcript[-1]["stop_reason"] == "refusal"
+
+
+def test_a_refusal_after_an_edit_keeps_the_edit_and_says_so(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    api.script(tool_reply(EDIT), Reply([], stop_reason="refusal"))
+    [proposal] = propose(repo)
+    rationale = run(proposal, repo)
+    assert rationale is not None
+    assert rationale.endswith(
+        "[params.yaml; the model refused to continue (stop_reason: refusal) at turn 2]"
+    )
+
+
+def test_a_full_context_window_is_told_apart_from_a_refusal(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    full = Reply([text("Let me look at")], stop_reason="model_context_window_exceeded")
+    api.script(full, tool_reply(EDIT), full)
+    [first, second] = propose(repo, candidates=2)
+    with pytest.raises(CandidateFailed, match=r"^the conversation filled the model's context"):
+        run(first, repo)
+    rationale = run(second, repo)
+    assert rationale is not None
+    assert "[params.yaml; the conversation filled the model's context window" in rationale
+    assert "(stop_reason: model_context_window_exceeded) at turn 2" in rationale
+    assert "refused" not in rationale
+
+
+# -- the tool definition, thinking and effort ------------------------------------------------
+
+
+def test_view_results_obey_max_characters_of_the_tool_definition(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    (repo / "notes.txt").write_text("".join(f"note number {i}\n" for i in range(1, 501)))
+    view = {"command": "view", "path": "notes.txt", "max_characters": 1_000_000}
+    api.script(tool_reply(view), tool_reply(EDIT), done())
+    [proposal] = propose(repo, anthropic=AnthropicSettings(max_characters=1000))
+    run(proposal, repo)
+
+    tool = api.message_requests[0].body["tools"][0]
+    assert tool["max_characters"] == 1000
+    assert tool["type"] == "text_editor_20250728"
+    [result] = tool_results(api.message_requests[1])
+    shown = result["content"]
+    assert result["is_error"] is False
+    assert len(shown) <= 1000, "a max_characters in the call does not lift the limit"
+    last = shown.splitlines()[-2]
+    assert last.endswith(f"note number {int(last.split()[0])}"), "cut at a line boundary"
+    hidden = int(last.split()[0]) + 1
+    assert shown.splitlines()[-1] == (
+        f"[... truncated: lines {hidden}..500 not shown; "
+        f"use view_range [{hidden}, 500] to see them]"
+    )
+
+
+def test_thinking_and_effort_are_sent_and_thinking_is_replayed(
+    api: FakeMessagesAPI, repo: Path
+) -> None:
+    settings = AnthropicSettings(
+        max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048}, effort="high"
+    )
+    api.script(Reply([thinking("Workers first."), tool_use(EDIT)], "tool_use"), done())
+    [proposal] = propose(repo, anthropic=settings)
+    run(proposal, repo)
+
+    first, second = api.message_requests
+    for request in (first, second):
+        assert request.body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        assert request.body["output_config"] == {"effort": "high"}
+        assert "temperature" not in request.body
+    assistant = second.body["messages"][1]
+    assert assistant["role"] == "assistant"
+    assert assistant["content"][0] == thinking("Workers first."), "replayed with its signature"
+    assert (repo / "params.yaml").read_text() == "workers: 8\n"
+
+
+def test_without_thinking_or_effort_neither_is_sent(api: FakeMessagesAPI, repo: Path) -> None:
+    api.script(tool_reply(EDIT), done())
+    [proposal] = propose(repo)
+    run(proposal, repo)
+    body = api.message_requests[0].body
+    assert "thinking" not in body and "output_config" not in body
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+def check(tmp_path: Path) -> None:
+    config = AutopilotConfig(path=None, rootdir=tmp_path, optimizer="anthropic")
+    anthropic_api.pytest_autopilot_check(None, config)  # type: ignore[arg-type]
+
+
+def test_without_any_credential_the_check_and_the_candidate_say_what_to_set(
+    api: FakeMessagesAPI, repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    with pytest.raises(pytest.UsageError) as error:
+        check(tmp_path)
+    message = str(error.value)
+    assert message.startswith("optimizer 'anthropic' found no Anthropic credentials")
+    assert "ANTHROPIC_API_KEY" in message and "ANTHROPIC_PROFILE" in message
+    [proposal] = propose(repo)
+    with pytest.raises(CandidateFailed, match="found no Anthropic credentials"):
+        run(proposal, repo)
+    assert api.requests == []
+
+
+def test_an_auth_token_is_used_without_an_api_key(
+    api: FakeMessagesAPI, repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "token-0123456789")
+    check(tmp_path)
+    api.script(tool_reply(EDIT), done())
+    [proposal] = propose(repo)
+    run(proposal, repo)
+    assert api.message_requests[0].headers["authorization"] == "Bearer token-0123456789"
+    assert "x-api-key" not in api.message_requests[0].headers
+
+
+def test_an_sdk_profile_supplies_the_credentials(
+    api: FakeMessagesAPI, repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    write_profile(tmp_path / "anthropic-config", "dev", "profile-token-0123456789")
+    monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(tmp_path / "anthropic-config"))
+    monkeypatch.setenv("ANTHROPIC_PROFILE", "dev")
+    check(tmp_path)
+    api.script(tool_reply(EDIT), done())
+    [proposal] = propose(repo)
+    run(proposal, repo)
+    assert api.message_requests[0].headers["authorization"] == "Bearer profile-token-0123456789"
+    assert "profile-token-0123456789" not in json.dumps(proposal.transcript)
+
+
+def test_a_broken_profile_is_a_usage_error_with_the_sdk_reason(
+    api: FakeMessagesAPI, repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(tmp_path / "anthropic-config"))
+    monkeypatch.setenv("ANTHROPIC_PROFILE", "missing")
+    with pytest.raises(pytest.UsageError, match=r"^optimizer 'anthropic': Config file not found"):
+        check(tmp_path)
+    [proposal] = propose(repo)
+    with pytest.raises(CandidateFailed, match=r"^anthropic credentials: Config file not found"):
+        run(proposal, repo)
+    assert api.requests == []

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 import yaml  # noqa: F401
-from fake_messages_api import Error, FakeMessagesAPI, Reply, Request, done, tool_reply
+from fake_messages_api import (
+    Error,
+    FakeMessagesAPI,
+    Reply,
+    Request,
+    done,
+    isolate_credentials,
+    tool_reply,
+)
 from gitrepo import GitRepo, init_repo
 
 # ``yaml`` is imported here on purpose: in-process pytester runs drop the modules they imported
@@ -56,12 +64,13 @@ def project(root: Path, **config: Any) -> GitRepo:
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:
+def api(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FakeMessagesAPI]:
     with FakeMessagesAPI() as server:
+        isolate_credentials(monkeypatch, tmp_path_factory.mktemp("home"))
         monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        for variable in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR"):
-            monkeypatch.delenv(variable, raising=False)
         yield server
 
 
@@ -138,17 +147,53 @@ def test_an_improving_edit_is_accepted(
     assert FAKE_KEY not in result.stdout.str() + result.stderr.str()
 
 
-def test_a_missing_key_stops_before_the_session(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def test_missing_credentials_stop_before_the_session(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    isolate_credentials(monkeypatch, tmp_path_factory.mktemp("home"))
     project(pytester.path, optimizer="anthropic")
     result = pytester.runpytest("--autopilot")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*optimizer 'anthropic' needs an API key*ANTHROPIC_API_KEY*"])
+    result.stderr.fnmatch_lines(
+        ["*optimizer 'anthropic' found no Anthropic credentials: set the ANTHROPIC_API_KEY*"]
+    )
     assert "Traceback" not in result.stderr.str()
     result.stdout.no_fnmatch_line("*test_obj.py*")
+
+
+def test_a_budget_for_an_unpriced_model_stops_before_the_session(
+    pytester: pytest.Pytester, api: FakeMessagesAPI
+) -> None:
+    project(
+        pytester.path, optimizer="anthropic", anthropic={"model": "claude-fable-5", "budget_usd": 1}
+    )
+    result = pytester.runpytest("--autopilot")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*autopilot.yaml: anthropic.budget_usd: no price is known for model 'claude-fable-5'*"]
+    )
+    assert api.requests == []
+
+
+def test_an_unpriced_model_shows_an_unknown_cost(
+    pytester: pytest.Pytester, api: FakeMessagesAPI
+) -> None:
+    project(pytester.path, optimizer="anthropic", anthropic={"model": "claude-fable-5"})
+    edit = {"command": "str_replace", "path": "params.json", "old_str": "0", "new_str": "3"}
+    api.handler = lambda r: tool_reply(edit) if len(r.body["messages"]) == 1 else done("x = 3")
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "autopilot: anthropic usage: 2 requests, * output tokens, cost unknown (2 requests to "
+            "a model without a price: set anthropic.prices)"
+        ]
+    )
+    result.stdout.no_fnmatch_line("*$0.0000*")
+    usage = json.loads((pytester.path / "out.json").read_text())["usage"]
+    assert usage["unpriced_requests"] == 2 and "cost_usd" not in usage
 
 
 def test_api_failures_fail_the_candidate_and_the_loop_goes_on(

@@ -20,6 +20,7 @@ from pytest_autopilot.config import (
     GateSpec,
     IntDimension,
     Objective,
+    Price,
     expand_glob,
     glob_match,
     is_protected,
@@ -132,7 +133,7 @@ def test_every_key_is_read(root: Path) -> None:
         max_turns=5,
         max_retries=0,
         timeout=30.0,
-        prices={"claude-x": (3.0, 15.0), "claude-y": (1.0, 5.0)},
+        prices={"claude-x": Price(3.0, 15.0), "claude-y": Price(1.0, 5.0)},
     )
     assert config.command == "claude -p"
     assert config.knowledge == ("docs/tuning.md",)

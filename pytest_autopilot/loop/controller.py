@@ -1168,7 +1168,19 @@ def _usage_text(usage: dict[str, float]) -> str:
         f"{count('requests')} requests, {count('input_tokens')} input + "
         f"{count('cache_read_input_tokens')} cache-read + "
         f"{count('cache_creation_input_tokens')} cache-write, {count('output_tokens')} output "
-        f"tokens, ${usage.get('cost_usd', 0.0):.4f}"
+        f"tokens, {_cost_text(usage)}"
+    )
+
+
+def _cost_text(usage: dict[str, float]) -> str:
+    """The cost, or that it is unknown: a model without a price is never shown as free."""
+    unpriced = int(usage.get("unpriced_requests", 0))
+    if not unpriced:
+        return f"${usage.get('cost_usd', 0.0):.4f}"
+    known = f"${usage['cost_usd']:.4f} + " if usage.get("cost_usd") else ""
+    return (
+        f"{known}cost unknown ({unpriced} requests to a model without a price: "
+        "set anthropic.prices)"
     )
 
 

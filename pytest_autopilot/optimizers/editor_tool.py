@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ TOOL_TYPE = "text_editor_20250728"
 TOOL_NAME = "str_replace_based_edit_tool"
 
 MAX_VIEW_CHARS = 80_000
+"""Default ``max_characters``: the tool definition carries it, every view result obeys it."""
 MAX_LISTING = 400
 SNIPPET_LINES = 4
 ALWAYS_HIDDEN = (".git", ".git/**", "**/.git", "**/.git/**", ".autopilot", ".autopilot/**")
@@ -112,6 +113,8 @@ class EditorTool:
 
     root: Path
     policy: EditPolicy
+    max_characters: int = MAX_VIEW_CHARS
+    """The limit the tool definition announced; a ``max_characters`` in a call is ignored."""
     changed: set[str] = field(default_factory=set)
     """Repository paths written by successful calls."""
 
@@ -198,11 +201,17 @@ class EditorTool:
             if not 1 <= start <= max(end, 1) or end > len(lines):
                 raise Refused(f"`view_range` {view_range} is outside lines 1..{len(lines)}")
         numbered = _numbered(lines[start - 1 : end], start)
-        limit = tool_input.get("max_characters")
-        limit = limit if isinstance(limit, int) and 0 < limit < MAX_VIEW_CHARS else MAX_VIEW_CHARS
-        if len(numbered) > limit:
-            numbered = numbered[:limit] + "\n[... truncated: use view_range to see the rest]"
-        return numbered
+        return self._cut(numbered, lambda shown: _view_hint(shown, start, end))
+
+    def _cut(self, text: str, hint: Callable[[str], str]) -> str:
+        """``text`` within ``max_characters``, the hint included, cut at a line boundary."""
+        if len(text) <= self.max_characters:
+            return text
+        room = max(self.max_characters - len(hint("")) - 40, 0)
+        shown = text[:room]
+        if "\n" in shown:
+            shown = shown[: shown.rindex("\n")]
+        return f"{shown}\n{hint(shown)}"[: self.max_characters]
 
     def _listing(self, directory: Path, rel: str) -> str:
         entries: list[str] = []
@@ -225,7 +234,13 @@ class EditorTool:
         shown = entries[:MAX_LISTING]
         more = f"\n[... {len(entries) - MAX_LISTING} more]" if len(entries) > MAX_LISTING else ""
         title = "the repository root" if rel == "." else rel
-        return f"Files and directories in {title}, up to 2 levels deep:\n" + "\n".join(shown) + more
+        listing = f"Files and directories in {title}, up to 2 levels deep:\n" + "\n".join(shown)
+        return self._cut(
+            listing + more,
+            lambda _: (
+                f"[... truncated at max_characters={self.max_characters}: view a subdirectory]"
+            ),
+        )
 
     def _str_replace(self, tool_input: dict[str, Any]) -> str:
         target, rel = self._path(tool_input, write=True)
@@ -307,6 +322,15 @@ def _write(path: Path, content: str) -> None:
 
 def _numbered(lines: list[str], first: int) -> str:
     return "\n".join(f"{n:6}\t{line}" for n, line in enumerate(lines, first))
+
+
+def _view_hint(shown: str, start: int, end: int) -> str:
+    """Where a cut view stopped, so the model can ask for the rest with ``view_range``."""
+    last = start - 1 + shown.count("\n") + (1 if shown else 0)
+    return (
+        f"[... truncated: lines {last + 1}..{end} not shown; "
+        f"use view_range [{last + 1}, {end}] to see them]"
+    )
 
 
 def _snippet(content: str, first: int, last: int) -> str:
