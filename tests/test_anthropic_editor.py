@@ -226,3 +226,28 @@ def test_rootdir_below_the_repository_root(tmp_path: Path) -> None:
     assert not editor.run(edit).is_error
     assert editor.run({"command": "view", "path": "sub/data/cases.jsonl"}).is_error
     assert editor.run({"command": "create", "path": "params.yaml", "file_text": "x"}).is_error
+
+
+def test_every_view_result_stays_within_max_characters(editor: EditorTool, repo: Path) -> None:
+    editor.max_characters = 1000
+    (repo / "long.txt").write_text("".join(f"line {i}\n" for i in range(1, 400)))
+    (repo / "wide.txt").write_text("x" * 5000 + "\nshort\n")
+    for i in range(200):
+        (repo / "src" / f"module_with_a_long_name_{i:03}.py").write_text("")
+
+    ranged = editor.run({"command": "view", "path": "long.txt", "view_range": [101, 300]})
+    assert len(ranged.text) <= 1000 and not ranged.is_error
+    assert ranged.text.splitlines()[0] == "   101\tline 101"
+    shown = int(ranged.text.splitlines()[-2].split()[0])
+    assert ranged.text.splitlines()[-1] == (
+        f"[... truncated: lines {shown + 1}..300 not shown; "
+        f"use view_range [{shown + 1}, 300] to see them]"
+    )
+    wide = editor.run({"command": "view", "path": "wide.txt", "max_characters": 10_000})
+    assert len(wide.text) <= 1000
+    assert wide.text.endswith("[... truncated: line 1 is longer than max_characters and is cut]")
+    listing = editor.run({"command": "view", "path": "src"})
+    assert len(listing.text) <= 1000
+    assert listing.text.endswith("[... truncated at max_characters=1000: view a subdirectory]")
+    short = editor.run({"command": "view", "path": "params.yaml"})
+    assert short.text == "     1\tworkers: 2\n     2\tbatch: 8"

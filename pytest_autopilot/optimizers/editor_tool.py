@@ -204,7 +204,8 @@ class EditorTool:
         return self._cut(numbered, lambda shown: _view_hint(shown, start, end))
 
     def _cut(self, text: str, hint: Callable[[str], str]) -> str:
-        """``text`` within ``max_characters``, the hint included, cut at a line boundary."""
+        """``text`` within ``max_characters``, the hint included, cut at a line boundary
+        (within the first line when that alone is too long)."""
         if len(text) <= self.max_characters:
             return text
         room = max(self.max_characters - len(hint("")) - 40, 0)
@@ -326,6 +327,8 @@ def _numbered(lines: list[str], first: int) -> str:
 
 def _view_hint(shown: str, start: int, end: int) -> str:
     """Where a cut view stopped, so the model can ask for the rest with ``view_range``."""
+    if shown and "\n" not in shown:
+        return f"[... truncated: line {start} is longer than max_characters and is cut]"
     last = start - 1 + shown.count("\n") + (1 if shown else 0)
     return (
         f"[... truncated: lines {last + 1}..{end} not shown; "
