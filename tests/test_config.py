@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from pytest_autopilot.config import (
     parse_config,
     protected_globs,
 )
+from pytest_autopilot.config_parser import Section
+from pytest_autopilot.config_schema import TOP
 from pytest_autopilot.results import SessionResult
 
 
@@ -283,6 +286,46 @@ def test_config_errors_name_file_key_and_expectation(
     assert message.startswith(f"autopilot.yaml: {key}"), message
     assert expected in message
     assert "expected" in message
+
+
+def test_every_field_has_exactly_one_key_with_a_doc() -> None:
+    """The tables and the dataclasses describe the same settings: no field is unreadable."""
+    sections: list[tuple[str, Section[Any]]] = [("", TOP)]
+    while sections:
+        key, section = sections.pop()
+        names = {f.name for f in dataclasses.fields(section.build)} - {"path", "rootdir"}
+        assert set(section.names) == names, key
+        assert len(section.names) == len(names), key
+        for row in section.keys:
+            assert row.doc.strip(), f"{key}.{row.name}"
+            inner = getattr(row.convert, "section", None)
+            if inner is not None:
+                sections.append((f"{key}.{row.name}".lstrip("."), inner))
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 101, "a..b", "x.lock", "trailing.", "-dash", "sp ace", "\u00e9t\u00e9"]
+)
+def test_one_experiment_name_rule_blames_its_source(
+    pytester: pytest.Pytester, root: Path, name: str
+) -> None:
+    from pytest_autopilot.loop.workspace import validate_experiment
+
+    message = error(root, {"experiment": name})
+    assert message.startswith("autopilot.yaml: experiment: expected a name of at most 100")
+    with pytest.raises(pytest.UsageError, match=r"^ci\.yaml: experiment: expected a name"):
+        validate_experiment(name, "ci.yaml")
+    result = pytester.runpytest("--autopilot", f"--autopilot-experiment={name}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*argument --autopilot-experiment: expected a name of at most 100 *"]
+    )
+    assert "autopilot.yaml" not in result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_experiment_name_of_100_characters_is_accepted(root: Path) -> None:
+    assert parse(root, {"experiment": "x" * 100}).experiment == "x" * 100
 
 
 def test_not_a_mapping(root: Path) -> None:
