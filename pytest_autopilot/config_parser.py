@@ -26,6 +26,8 @@ Convert = Callable[["Parser", Any, str], Any]
 MAX_DEPTH = 100
 """Deepest nesting read from a config or parameter file; deeper is refused before parsing."""
 
+_TOO_DEEP = f"expected at most {MAX_DEPTH} levels of nesting, got deeper"
+
 _NUMBER_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 """``1e-3``: YAML 1.1 (PyYAML) reads a float without a dot as a string; accept it as meant."""
 
@@ -99,8 +101,8 @@ def load_yaml(text: str, display: str) -> object:
         return loader.construct_mapping(node)
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    _refuse_deep_yaml(text, display)
     try:
-        _refuse_deep_yaml(yaml.parse(text, Loader=Loader), display)
         return yaml.load(text, Loader=Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -111,27 +113,37 @@ def load_yaml(text: str, display: str) -> object:
     except yaml.YAMLError as exc:
         raise pytest.UsageError(f"{display}: invalid YAML: {exc}") from None
     except RecursionError:
-        raise pytest.UsageError(
-            f"{display}: expected at most {MAX_DEPTH} levels of nesting, got more"
-        ) from None
+        raise pytest.UsageError(f"{display}: {_TOO_DEEP}") from None
 
 
-def _refuse_deep_yaml(events: Any, display: str) -> None:
-    """Walk the parser's events (no recursion) and refuse too deep a nesting, with its line."""
+def _refuse_deep_yaml(text: str, display: str) -> None:
+    """Refuse too deep a nesting, with its line, from the parser's events (no recursion).
+
+    libyaml's parser when there is one: the pure-Python scanner looks ahead quadratically
+    through ``[[[[...`` before its first event. Syntax errors are left to the loader, whose
+    messages do not depend on whether libyaml is installed.
+    """
     import yaml
 
     depth = 0
-    for event in events:
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark = event.start_mark
-                where = f"{display}:{mark.line + 1}" if mark is not None else display
-                raise pytest.UsageError(
-                    f"{where}: expected at most {MAX_DEPTH} levels of nesting, got deeper"
-                )
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    _too_deep(display, event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        if "nesting depth" in str(exc.problem):  # libyaml's own limit (1000), reached first
+            _too_deep(display, exc.problem_mark)
+    except yaml.YAMLError:
+        pass
+
+
+def _too_deep(display: str, mark: Any) -> NoReturn:
+    where = f"{display}:{mark.line + 1}" if mark is not None else display
+    raise pytest.UsageError(f"{where}: {_TOO_DEEP}")
 
 
 class Parser:

@@ -106,11 +106,48 @@ def parameters(parser: Parser, value: object, key: str) -> tuple[ParameterSpec, 
                 f"a glob matching at least one file under {parser.rootdir}{hint}",
                 glob,
             )
+        _refuse_only_symlinked(parser, f"{where}.path", glob, files)
         space: dict[str, Dimension] = {}
         if section.get("space") is not None:
             space = _space(parser, section["space"], f"{where}.space", glob, files)
         specs.append(ParameterSpec(path=glob, space=space))
     return tuple(specs)
+
+
+def _refuse_only_symlinked(parser: Parser, key: str, glob: str, files: list[str]) -> None:
+    """Refuse a glob whose every file is reached through a symbolic link.
+
+    A candidate may not change a symlink, and a write through a linked directory lands on a
+    path no parameter glob names: such a glob can never be changed, whatever the optimizer.
+    """
+    links = [_symlink_on_the_way(parser.rootdir, name) for name in files]
+    if any(link is None for link in links):
+        return
+    name, link = files[0], links[0]
+    assert link is not None
+    try:
+        target = str(link.readlink())
+    except OSError:
+        target = "?"
+    leads = link.resolve()
+    where = "inside" if leads.is_relative_to(parser.rootdir.resolve()) else "outside"
+    parser.fail(
+        key,
+        "a glob matching files the optimizer can change, not reached through a symbolic link "
+        f"(candidates may not change symlinks): {name} goes through "
+        f"{link.relative_to(parser.rootdir).as_posix()} -> {target}, {where} the rootdir",
+        glob,
+    )
+
+
+def _symlink_on_the_way(rootdir: Path, name: str) -> Path | None:
+    """The first symbolic link on the rootdir-relative path ``name``, if any."""
+    path = rootdir
+    for part in name.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return path
+    return None
 
 
 def _space(
@@ -218,6 +255,10 @@ def _choice(parser: Parser, choices: object, key: str) -> ChoiceDimension:
         parser.fail(key, "a non-empty list of strings, numbers or booleans", choices)
     if len({(type(c), c) for c in choices}) != len(choices):
         parser.fail(key, "distinct choices", choices)
+    if len(choices) == 1:
+        parser.fail(
+            key, "at least two choices (one leaves nothing to search: remove the key)", choices
+        )
     return ChoiceDimension(tuple(choices))
 
 

@@ -219,6 +219,11 @@ ERRORS: list[tuple[Any, str, str]] = [
         "a non-empty list",
     ),
     (
+        {"parameters": [{"path": "loader.yaml", "space": {"executor": {"choice": ["thread"]}}}]},
+        "parameters[0].space.executor.choice:",
+        "at least two choices (one leaves nothing to search: remove the key), got ['thread']",
+    ),
+    (
         {"parameters": [{"path": "loader.yaml", "space": {"executor": {"choice": ["a", "a"]}}}]},
         "parameters[0].space.executor.choice:",
         "distinct choices",
@@ -326,6 +331,72 @@ def test_one_experiment_name_rule_blames_its_source(
 
 def test_experiment_name_of_100_characters_is_accepted(root: Path) -> None:
     assert parse(root, {"experiment": "x" * 100}).experiment == "x" * 100
+
+
+@pytest.mark.parametrize("where", ["outside", "inside"])
+def test_parameter_reached_only_through_a_symlink_is_refused(
+    root: Path, tmp_path_factory: Any, where: str
+) -> None:
+    """A candidate may not change a symlink, so such a parameter could never be changed."""
+    target = tmp_path_factory.mktemp("elsewhere") if where == "outside" else root / "real"
+    target.mkdir(exist_ok=True)
+    (target / "params.yaml").write_text("workers: 2\n")
+    (root / "link").symlink_to(target)
+    message = error(root, {"parameters": ["link/params.yaml"]})
+    assert message.startswith("autopilot.yaml: parameters[0].path: expected a glob matching")
+    assert "not reached through a symbolic link" in message
+    assert f"link/params.yaml goes through link -> {target}, {where} the rootdir" in message
+    assert message.endswith("got 'link/params.yaml'")
+    (root / "direct.yaml").symlink_to(target / "params.yaml")
+    assert "goes through direct.yaml ->" in error(root, {"parameters": ["direct.yaml"]})
+    mixed = parse(root, {"parameters": ["*.yaml"]})
+    assert mixed.parameters[0].path == "*.yaml"
+
+
+def run_gate(pytester: pytest.Pytester, config: str) -> str:
+    """``pytest --autopilot-gate`` with this autopilot.yaml: a usage error, no traceback."""
+    (pytester.path / "autopilot.yaml").write_text(config)
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--autopilot-gate")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output
+    assert "INTERNALERROR" not in output
+    return result.stderr.str()
+
+
+def test_config_nested_too_deep_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    flow = "experiment: x\nsearch: " + "[" * 20_000 + "]" * 20_000 + "\n"
+    assert "autopilot.yaml:2: expected at most 100 levels of nesting, got deeper" in run_gate(
+        pytester, flow
+    )
+    block = "search:\n" + "".join("  " * i + "-\n" for i in range(1, 150))
+    assert "autopilot.yaml:101: expected at most 100 levels of nesting" in run_gate(pytester, block)
+
+
+def test_parameter_file_nested_too_deep_is_a_usage_error(root: Path) -> None:
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    space = {"0": {"int": [1, 2]}}
+    message = error(root, {"parameters": [{"path": "deep.json", "space": space}]})
+    assert message == "deep.json: invalid JSON in a parameter file: nested too deeply to read"
+    (root / "deep.yaml").write_text("a: " + "{b: " * 200 + "1" + "}" * 200 + "\n")
+    message = error(root, {"parameters": [{"path": "deep.yaml", "space": {"a": {"int": [1, 2]}}}]})
+    assert message == "deep.yaml:1: expected at most 100 levels of nesting, got deeper"
+
+
+def test_configs_that_can_do_nothing_exit_4(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("loader.yaml").write_text("executor: thread\n")
+    one_choice = "parameters:\n- path: loader.yaml\n  space: {executor: {choice: [thread]}}\n"
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    err = run_gate(pytester, one_choice)
+    assert "autopilot.yaml: parameters[0].space.executor.choice: expected at least two" in err
+    outside = pytester.path.parent / f"{pytester.path.name}-outside"
+    outside.mkdir()
+    (outside / "loader.yaml").write_text("executor: thread\n")
+    (pytester.path / "conf").symlink_to(outside)
+    err = run_gate(pytester, "parameters: [conf/loader.yaml]\n")
+    assert "autopilot.yaml: parameters[0].path: expected a glob matching files" in err
+    assert f"goes through conf -> {outside}, outside the rootdir, got 'conf/loader.yaml'" in err
 
 
 def test_not_a_mapping(root: Path) -> None:
