@@ -103,6 +103,11 @@ def _read_jsonl(text: str, display: str) -> list[RawCase]:
                 f"{display}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
                 "expected one JSON object per line"
             ) from None
+        except RecursionError:
+            raise DatasetError(
+                f"{display}:{lineno}: nested too deeply to read; expected one JSON object "
+                "per line, nested less than Python's recursion limit"
+            ) from None
         if not isinstance(data, dict):
             raise DatasetError(
                 f"{display}:{lineno}: a case must be a mapping (JSON object), got {_kind(data)}"
@@ -126,6 +131,8 @@ def _read_yaml(text: str, display: str) -> list[RawCase]:
         raise DatasetError(f"{where}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise DatasetError(f"{display}: YAML syntax error: {exc}") from None
+    except RecursionError:  # PyYAML without libyaml: its composer recurses per level
+        raise DatasetError(f"{display}: YAML nested too deeply to read") from None
     finally:
         loader.dispose()
 
@@ -255,6 +262,16 @@ class DatasetCatalog:
         self.used.add(display)
         return cases
 
+    def refuse_outside(self, relpath: str, test: str) -> None:
+        """A dataset must be inside the rootdir: candidates run in a copy of the repository,
+        where a file outside it is missing, and only files inside it can be protected."""
+        path = (self.rootdir / relpath).resolve()
+        if not path.is_relative_to(self.rootdir.resolve()):
+            raise DatasetError(
+                f"{test}: @pytest.mark.dataset({relpath!r}): expected a file inside the rootdir "
+                f"{self.rootdir} (candidates run in a copy of the repository), got {path}"
+            )
+
     def parametrize(self, metafunc: pytest.Metafunc, marker: pytest.Mark) -> None:
         """Turn one test function into one item per case of its dataset."""
         test = metafunc.definition.nodeid
@@ -264,5 +281,6 @@ class DatasetCatalog:
                 f"{test}: @pytest.mark.dataset({relpath!r}) needs a test that takes a "
                 "`case` argument (the case mapping)"
             )
+        self.refuse_outside(relpath, test)
         cases = self.cases(relpath)
         metafunc.parametrize("case", cases, ids=[case.case_id for case in cases])

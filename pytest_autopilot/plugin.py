@@ -47,11 +47,10 @@ def positive_int(text: str) -> int:
 
 
 def experiment_name(text: str) -> str:
-    if not NAME_RE.fullmatch(text) or ".." in text or text.endswith((".", ".lock")):
-        raise argparse.ArgumentTypeError(
-            "expected a name of letters, digits, '.', '_' and '-' (it becomes the git branch "
-            f"autopilot/<name>), got {text!r}"
-        )
+    from pytest_autopilot.names import EXPERIMENT_EXPECTED, is_experiment_name
+
+    if not is_experiment_name(text):
+        raise argparse.ArgumentTypeError(f"expected {EXPERIMENT_EXPECTED}, got {text!r}")
     return text
 
 

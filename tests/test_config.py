@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from pytest_autopilot.config import (
     parse_config,
     protected_globs,
 )
+from pytest_autopilot.config_parser import Section
+from pytest_autopilot.config_schema import TOP
 from pytest_autopilot.results import SessionResult
 
 
@@ -217,6 +220,11 @@ ERRORS: list[tuple[Any, str, str]] = [
         "a non-empty list",
     ),
     (
+        {"parameters": [{"path": "loader.yaml", "space": {"executor": {"choice": ["thread"]}}}]},
+        "parameters[0].space.executor.choice:",
+        "at least two choices (one leaves nothing to search: remove the key), got ['thread']",
+    ),
+    (
         {"parameters": [{"path": "loader.yaml", "space": {"executor": {"choice": ["a", "a"]}}}]},
         "parameters[0].space.executor.choice:",
         "distinct choices",
@@ -284,6 +292,112 @@ def test_config_errors_name_file_key_and_expectation(
     assert message.startswith(f"autopilot.yaml: {key}"), message
     assert expected in message
     assert "expected" in message
+
+
+def test_every_field_has_exactly_one_key_with_a_doc() -> None:
+    """The tables and the dataclasses describe the same settings: no field is unreadable."""
+    sections: list[tuple[str, Section[Any]]] = [("", TOP)]
+    while sections:
+        key, section = sections.pop()
+        names = {f.name for f in dataclasses.fields(section.build)} - {"path", "rootdir"}
+        assert set(section.names) == names, key
+        assert len(section.names) == len(names), key
+        for row in section.keys:
+            assert row.doc.strip(), f"{key}.{row.name}"
+            inner = getattr(row.convert, "section", None)
+            if inner is not None:
+                sections.append((f"{key}.{row.name}".lstrip("."), inner))
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 101, "a..b", "x.lock", "trailing.", "-dash", "sp ace", "\u00e9t\u00e9"]
+)
+def test_one_experiment_name_rule_blames_its_source(
+    pytester: pytest.Pytester, root: Path, name: str
+) -> None:
+    from pytest_autopilot.loop.workspace import validate_experiment
+
+    message = error(root, {"experiment": name})
+    assert message.startswith("autopilot.yaml: experiment: expected a name of at most 100")
+    with pytest.raises(pytest.UsageError, match=r"^ci\.yaml: experiment: expected a name"):
+        validate_experiment(name, "ci.yaml")
+    result = pytester.runpytest("--autopilot", f"--autopilot-experiment={name}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*argument --autopilot-experiment: expected a name of at most 100 *"]
+    )
+    assert "autopilot.yaml" not in result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_experiment_name_of_100_characters_is_accepted(root: Path) -> None:
+    assert parse(root, {"experiment": "x" * 100}).experiment == "x" * 100
+
+
+@pytest.mark.parametrize("where", ["outside", "inside"])
+def test_parameter_reached_only_through_a_symlink_is_refused(
+    root: Path, tmp_path_factory: Any, where: str
+) -> None:
+    """A candidate may not change a symlink, so such a parameter could never be changed."""
+    target = tmp_path_factory.mktemp("elsewhere") if where == "outside" else root / "real"
+    target.mkdir(exist_ok=True)
+    (target / "params.yaml").write_text("workers: 2\n")
+    (root / "link").symlink_to(target)
+    message = error(root, {"parameters": ["link/params.yaml"]})
+    assert message.startswith("autopilot.yaml: parameters[0].path: expected a glob matching")
+    assert "not reached through a symbolic link" in message
+    assert f"link/params.yaml goes through link -> {target}, {where} the rootdir" in message
+    assert message.endswith("got 'link/params.yaml'")
+    (root / "direct.yaml").symlink_to(target / "params.yaml")
+    assert "goes through direct.yaml ->" in error(root, {"parameters": ["direct.yaml"]})
+    mixed = parse(root, {"parameters": ["*.yaml"]})
+    assert mixed.parameters[0].path == "*.yaml"
+
+
+def run_gate(pytester: pytest.Pytester, config: str) -> str:
+    """``pytest --autopilot-gate`` with this autopilot.yaml: a usage error, no traceback."""
+    (pytester.path / "autopilot.yaml").write_text(config)
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--autopilot-gate")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output
+    assert "INTERNALERROR" not in output
+    return result.stderr.str()
+
+
+def test_config_nested_too_deep_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    flow = "experiment: x\nsearch: " + "[" * 20_000 + "]" * 20_000 + "\n"
+    assert "autopilot.yaml:2: expected at most 100 levels of nesting, got deeper" in run_gate(
+        pytester, flow
+    )
+    block = "search:\n" + "".join("  " * i + "-\n" for i in range(1, 150))
+    assert "autopilot.yaml:101: expected at most 100 levels of nesting" in run_gate(pytester, block)
+
+
+def test_parameter_file_nested_too_deep_is_a_usage_error(root: Path) -> None:
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    space = {"0": {"int": [1, 2]}}
+    message = error(root, {"parameters": [{"path": "deep.json", "space": space}]})
+    assert message == "deep.json: invalid JSON in a parameter file: nested too deeply to read"
+    (root / "deep.yaml").write_text("a: " + "{b: " * 200 + "1" + "}" * 200 + "\n")
+    message = error(root, {"parameters": [{"path": "deep.yaml", "space": {"a": {"int": [1, 2]}}}]})
+    assert message == "deep.yaml:1: expected at most 100 levels of nesting, got deeper"
+
+
+def test_configs_that_can_do_nothing_exit_4(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("loader.yaml").write_text("executor: thread\n")
+    one_choice = "parameters:\n- path: loader.yaml\n  space: {executor: {choice: [thread]}}\n"
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    err = run_gate(pytester, one_choice)
+    assert "autopilot.yaml: parameters[0].space.executor.choice: expected at least two" in err
+    outside = pytester.path.parent / f"{pytester.path.name}-outside"
+    outside.mkdir()
+    (outside / "loader.yaml").write_text("executor: thread\n")
+    (pytester.path / "conf").symlink_to(outside)
+    err = run_gate(pytester, "parameters: [conf/loader.yaml]\n")
+    assert "autopilot.yaml: parameters[0].path: expected a glob matching files" in err
+    assert f"goes through conf -> {outside}, outside the rootdir, got 'conf/loader.yaml'" in err
 
 
 def test_not_a_mapping(root: Path) -> None:

@@ -10,7 +10,6 @@ Commits are made with ``commit-tree`` so that the user's hooks and signing never
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -22,10 +21,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from pytest_autopilot.names import EXPERIMENT_EXPECTED, is_experiment_name
+
 _WORKTREE_LOCK = threading.RLock()
 """git's worktree bookkeeping (``.git/worktrees``, ``prune``) is not safe to run concurrently."""
-
-EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "pytest-autopilot",
@@ -100,10 +99,9 @@ def git(
 
 def validate_experiment(name: str, source: str) -> None:
     """An experiment name becomes a branch, a ref prefix and a directory name."""
-    if not EXPERIMENT_NAME.fullmatch(name) or name.endswith((".lock", ".")) or ".." in name:
+    if not is_experiment_name(name):
         raise pytest.UsageError(
-            f"{source}: experiment: expected a name of letters, digits, '.', '_' and '-' "
-            f"(it becomes the branch autopilot/<name>), got {name!r}"
+            f"{source}: experiment: expected {EXPERIMENT_EXPECTED}, got {name!r}"
         )
 
 
