@@ -2,7 +2,8 @@
 
 This module holds the dataclasses, :func:`load_config` and :func:`parse_config`. Reading is
 split by role, as pluggy 1.7 split its ``_hooks.py``: :mod:`pytest_autopilot.config_parser`
-(YAML and the checks), :mod:`pytest_autopilot.config_schema` (what each section holds) and
+(YAML and the checks), :mod:`pytest_autopilot.config_schema` (what each section holds,
+the ``anthropic:`` one in :mod:`pytest_autopilot.config_anthropic`) and
 :mod:`pytest_autopilot.globs` (paths and protection), whose functions are re-exported here so
 that ``from pytest_autopilot.config import is_protected`` keeps working. Importing this module
 costs little: the parser and ``yaml`` are imported when a config is actually read.

@@ -176,6 +176,16 @@ def test_a_budget_for_an_unpriced_model_stops_before_the_session(
     )
     assert api.requests == []
 
+    prices = {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.3}
+    anthropic = {"model": "claude-fable-5", "budget_usd": 1, "prices": prices}
+    project(pytester.path, optimizer="anthropic", anthropic=anthropic)
+    edit = {"command": "str_replace", "path": "params.json", "old_str": "0", "new_str": "3"}
+    api.script(tool_reply(edit), done("x = 3"))
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    usage = json.loads((pytester.path / "out.json").read_text())["usage"]
+    assert usage["cost_usd"] > 0 and "unpriced_requests" not in usage
+
 
 def test_an_unpriced_model_shows_an_unknown_cost(
     pytester: pytest.Pytester, api: FakeMessagesAPI
