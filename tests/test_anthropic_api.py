@@ -547,6 +547,7 @@ def test_without_any_credential_the_check_and_the_candidate_say_what_to_set(
     with pytest.raises(CandidateFailed, match="found no Anthropic credentials"):
         run(proposal, repo)
     assert api.requests == []
+    assert proposal.transcript[-1]["kind"] == "error"
 
 
 def test_an_auth_token_is_used_without_an_api_key(

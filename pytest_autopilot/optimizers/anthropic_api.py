@@ -243,6 +243,7 @@ class Conversation:
             )
             with client:
                 if not has_credentials(client):
+                    self._record({"kind": "error", "message": NO_CREDENTIALS})
                     raise CandidateFailed(NO_CREDENTIALS)
                 return self._converse(client, editor, price)
         except anthropic.AnthropicError as exc:
