@@ -11,6 +11,7 @@ costs little: the parser and ``yaml`` are imported when a config is actually rea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -213,6 +214,8 @@ class AutopilotConfig:
     acceptance: Acceptance = field(default_factory=Acceptance)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    benchmark_statistic: Mapping[str, str] = field(default_factory=dict)
+    """Metric -> median | min | mean: the statistic a benchmark metric's value uses."""
 
     def relpath(self) -> str | None:
         """The config file relative to the rootdir (it is always protected)."""

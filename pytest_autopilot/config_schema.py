@@ -306,6 +306,17 @@ def knowledge(parser: Parser, value: object, key: str) -> tuple[str, ...]:
     return tuple(files)
 
 
+def benchmark_statistic(parser: Parser, value: object, key: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        parser.fail(key, "a mapping of metric name to median|min|mean", value)
+    for name, stat in value.items():
+        if stat not in ("median", "min", "mean"):
+            parser.fail(f"{key}.{name}", "median, min or mean", stat)
+    return {str(name): str(stat) for name, stat in value.items()}
+
+
 def _fractions_leave_training(parser: Parser, key: str, settings: DatasetSettings) -> None:
     val, test = settings.val_fraction, settings.test_fraction
     if val + test >= 1:
@@ -406,6 +417,11 @@ TOP = Section(
         Key("acceptance", nested(ACCEPTANCE), "when a candidate beats the incumbent"),
         Key("datasets", nested(DATASETS), "how unsplit dataset cases are split"),
         Key("search", nested(SEARCH), "settings of the built-in search"),
+        Key(
+            "benchmark_statistic",
+            benchmark_statistic,
+            "metric -> median | min | mean: which statistic of a benchmark is its value",
+        ),
     ),
 )
 """The top of the file; ``path`` and ``rootdir`` are given by where the file was found."""

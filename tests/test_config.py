@@ -102,6 +102,7 @@ FULL = {
     "acceptance": {"min_effect": 0.01, "confidence": 0.99, "run_noise": 0.03},
     "datasets": {"val_fraction": 0.2, "test_fraction": 0.1},
     "search": {"seed": 7},
+    "benchmark_statistic": {"test_step_time": "min"},
 }
 
 
@@ -144,6 +145,7 @@ def test_every_key_is_read(root: Path) -> None:
     assert config.acceptance == Acceptance(0.01, 0.99, 0.03)
     assert config.datasets == DatasetSettings(0.2, 0.1)
     assert config.search.seed == 7
+    assert config.benchmark_statistic == {"test_step_time": "min"}
 
 
 @pytest.mark.parametrize("data", [None, {}, {"budget": None, "gates": None}])
@@ -281,6 +283,8 @@ ERRORS: list[tuple[Any, str, str]] = [
     ({"datasets": {"test_fraction": -0.1}}, "datasets.test_fraction:", "from 0 to 1"),
     ({"datasets": {"val_fraction": 0.6, "test_fraction": 0.5}}, "datasets:", "got 0.6 + 0.5"),
     ({"search": {"seed": "x"}}, "search.seed:", "an integer"),
+    ({"benchmark_statistic": ["min"]}, "benchmark_statistic:", "a mapping of metric name"),
+    ({"benchmark_statistic": {"t": "max"}}, "benchmark_statistic.t:", "median, min or mean"),
 ]
 
 

@@ -292,3 +292,30 @@ def test_marker_on_module_and_class(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest().assert_outcomes(passed=4)
+
+
+def test_jsonl_case_too_deep_names_file_and_line(pytester: pytest.Pytester) -> None:
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    pytester.makefile(".jsonl", data='{"id": 1}\n' + deep + "\n")
+    out = collect_error(pytester, "", '"data.jsonl"')
+    assert "data.jsonl:2: nested too deeply to read; expected one JSON object per line" in out
+
+
+def test_yaml_dataset_too_deep_names_file_and_line(pytester: pytest.Pytester) -> None:
+    out = collect_error(pytester, "- {id: a}\n- x: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert "data.yaml:2: YAML syntax error: " in out
+
+
+@pytest.mark.parametrize("how", ["dotdot", "symlink", "absolute"])
+def test_dataset_outside_the_rootdir_is_refused(pytester: pytest.Pytester, how: str) -> None:
+    """It would fail only later, in the candidate's copy of the repository."""
+    outside = pytester.path.parent / f"{pytester.path.name}-outside.yaml"
+    outside.write_text("- {id: a}\n")
+    path = {"dotdot": f"../{outside.name}", "symlink": "data.yaml", "absolute": str(outside)}[how]
+    if how == "symlink":
+        (pytester.path / "data.yaml").symlink_to(outside)
+    out = collect_error(pytester, "", repr(path)).replace("\n", "")
+    assert (
+        f".py::test_d: @pytest.mark.dataset({path!r}): expected a file inside the rootdir "
+        f"{pytester.path} (candidates run in a copy of the repository), got {outside}"
+    ) in out
