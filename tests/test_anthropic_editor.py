@@ -251,3 +251,14 @@ def test_every_view_result_stays_within_max_characters(editor: EditorTool, repo:
     assert listing.text.endswith("[... truncated at max_characters=1000: view a subdirectory]")
     short = editor.run({"command": "view", "path": "params.yaml"})
     assert short.text == "     1\tworkers: 2\n     2\tbatch: 8"
+
+
+def test_a_cut_after_the_first_line_says_which_lines_follow(
+    editor: EditorTool, repo: Path
+) -> None:
+    editor.max_characters = 1000
+    (repo / "two.txt").write_text("short\n" + "y" * 3000 + "\n")
+    outcome = editor.run({"command": "view", "path": "two.txt"})
+    assert outcome.text == (
+        "     1\tshort\n[... truncated: lines 2..2 not shown; use view_range [2, 2] to see them]"
+    )

@@ -201,7 +201,7 @@ class EditorTool:
             if not 1 <= start <= max(end, 1) or end > len(lines):
                 raise Refused(f"`view_range` {view_range} is outside lines 1..{len(lines)}")
         numbered = _numbered(lines[start - 1 : end], start)
-        return self._cut(numbered, lambda shown: _view_hint(shown, start, end))
+        return self._cut(numbered, lambda shown: _view_hint(numbered, shown, start, end))
 
     def _cut(self, text: str, hint: Callable[[str], str]) -> str:
         """``text`` within ``max_characters``, the hint included, cut at a line boundary
@@ -325,9 +325,9 @@ def _numbered(lines: list[str], first: int) -> str:
     return "\n".join(f"{n:6}\t{line}" for n, line in enumerate(lines, first))
 
 
-def _view_hint(shown: str, start: int, end: int) -> str:
+def _view_hint(numbered: str, shown: str, start: int, end: int) -> str:
     """Where a cut view stopped, so the model can ask for the rest with ``view_range``."""
-    if shown and "\n" not in shown:
+    if shown and numbered[len(shown) : len(shown) + 1] != "\n":
         return f"[... truncated: line {start} is longer than max_characters and is cut]"
     last = start - 1 + shown.count("\n") + (1 if shown else 0)
     return (
