@@ -253,9 +253,7 @@ def test_every_view_result_stays_within_max_characters(editor: EditorTool, repo:
     assert short.text == "     1\tworkers: 2\n     2\tbatch: 8"
 
 
-def test_a_cut_after_the_first_line_says_which_lines_follow(
-    editor: EditorTool, repo: Path
-) -> None:
+def test_a_cut_after_the_first_line_says_which_lines_follow(editor: EditorTool, repo: Path) -> None:
     editor.max_characters = 1000
     (repo / "two.txt").write_text("short\n" + "y" * 3000 + "\n")
     outcome = editor.run({"command": "view", "path": "two.txt"})
