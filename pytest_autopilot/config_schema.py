@@ -121,10 +121,9 @@ def _refuse_only_symlinked(parser: Parser, key: str, glob: str, files: list[str]
     path no parameter glob names: such a glob can never be changed, whatever the optimizer.
     """
     links = [_symlink_on_the_way(parser.rootdir, name) for name in files]
-    if any(link is None for link in links):
+    link = links[0]
+    if link is None or None in links:
         return
-    name, link = files[0], links[0]
-    assert link is not None
     try:
         target = str(link.readlink())
     except OSError:
@@ -134,7 +133,7 @@ def _refuse_only_symlinked(parser: Parser, key: str, glob: str, files: list[str]
     parser.fail(
         key,
         "a glob matching files the optimizer can change, not reached through a symbolic link "
-        f"(candidates may not change symlinks): {name} goes through "
+        f"(candidates may not change symlinks): {files[0]} goes through "
         f"{link.relative_to(parser.rootdir).as_posix()} -> {target}, {where} the rootdir",
         glob,
     )
