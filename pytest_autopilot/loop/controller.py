@@ -46,14 +46,9 @@ import pytest
 from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, protected_globs
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Evaluation, Executor, LocalExecutor
-from pytest_autopilot.loop.journal import (
-    ExperimentStore,
-    Lock,
-    kill_orphans,
-    record_from_json,
-    record_to_json,
-)
+from pytest_autopilot.loop.journal import ExperimentStore, Lock, kill_orphans
 from pytest_autopilot.loop.protect import violations
+from pytest_autopilot.loop.state import RunState, record_to_json
 from pytest_autopilot.loop.workspace import (
     GitError,
     InvalidEdit,
@@ -103,7 +98,7 @@ class LoopRun:
         store: ExperimentStore,
         lock: Lock,
         baseline_commit: str,
-        state: dict[str, Any] | None,
+        state: RunState | None,
         pruned: list[str],
         orphans: list[str],
     ) -> None:
@@ -192,7 +187,7 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
         orphans = kill_orphans(store)
         pruned = workspace.prune_worktrees()
         fresh = bool(pytest_config.getoption("autopilot_fresh", False))
-        state = None if fresh else store.load_state()
+        state = None if fresh else RunState.load(store)
         if state is None:
             workspace.delete_experiment_refs()
             store.clear()
@@ -204,12 +199,12 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
             exclude=_output_files(pytest_config, workspace),
         )
         run = LoopRun(workspace, store, lock, baseline_commit, state, pruned, orphans)
-        if state is not None and state.get("baseline_tree") != run.baseline_tree:
-            changed = workspace.changed_paths(str(state.get("baseline_tree")), run.baseline_tree)
+        if state is not None and state.baseline.tree != run.baseline_tree:
+            changed = workspace.changed_paths(str(state.baseline.tree), run.baseline_tree)
             shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
             raise pytest.UsageError(
                 f"experiment {config.experiment!r} started from other code (its baseline "
-                f"{str(state.get('baseline_commit'))[:12]}; changed since: {shown or 'unknown'}); "
+                f"{str(state.baseline.commit)[:12]}; changed since: {shown or 'unknown'}); "
                 "pass --autopilot-fresh to start it over from the current tree, or "
                 "--autopilot-experiment NAME for a new one"
             )
@@ -307,12 +302,9 @@ class Controller:
             read_session_file(pytest_config.invocation_params.dir / given) if given else None
         )
         """``--autopilot-baseline``: what relative gates compare with, instead of the run's r0."""
-        self.records: list[CandidateRecord] = []
         self.results: dict[str, SessionResult] = {}
-        self.gates: dict[str, list[GateStatus]] = {}
-        self.trees: dict[str, str] = {}
         self.head = self.workspace.head_commit()
-        self.baseline = CandidateRecord(
+        baseline = CandidateRecord(
             id="r0",
             round=0,
             commit=run.baseline_commit,
@@ -320,10 +312,8 @@ class Controller:
             rationale="baseline: the code the run started from",
             tree=run.baseline_tree,
         )
-        self.incumbent = self.baseline
-        self.rounds_done = 0
-        self.stale_rounds = 0
-        self.elapsed_before = 0.0
+        self.state = run.state or RunState.fresh(config.experiment, baseline)
+        self.resumed = run.state is not None
         self.started = time.monotonic()
         self.exhausted = False
         self.interrupted = False
@@ -340,9 +330,9 @@ class Controller:
             try:
                 self._start()
                 while not (reason := self._stop_reason()):
-                    self._round(self.rounds_done + 1)
+                    self._round(self.state.rounds_done + 1)
                 self.stop_reason = reason
-                status = 0 if self._gates_pass(self.incumbent) else 1
+                status = 0 if self._gates_pass(self.state.incumbent) else 1
             except (Interrupted, KeyboardInterrupt):
                 self.executor.cancel()
                 self.stop_reason = "interrupted"
@@ -387,24 +377,24 @@ class Controller:
             raise Interrupted
 
     def _elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.started
+        return self.state.elapsed_before + time.monotonic() - self.started
 
     def _stop_reason(self) -> str:
         budget = self.config.budget
-        if self.config.gates and self._gates_pass(self.incumbent):
+        if self.config.gates and self._gates_pass(self.state.incumbent):
             return "all gates pass"
         if self.exhausted:
             return "the optimizer has nothing left to propose"
-        if self.rounds_done >= budget.rounds:
+        if self.state.rounds_done >= budget.rounds:
             return f"round budget spent ({budget.rounds} rounds)"
-        if self.stale_rounds >= budget.patience:
+        if self.state.stale_rounds >= budget.patience:
             return f"no improvement in {budget.patience} rounds (patience)"
         if self._elapsed() >= budget.minutes * 60:
             return f"time budget spent ({budget.minutes:g} minutes)"
         return ""
 
     def _gates_pass(self, record: CandidateRecord) -> bool:
-        return all(status.passed for status in self.gates.get(record.id, []))
+        return all(status.passed for status in self.state.gates.get(record.id, []))
 
     def _say(self, line: str, **markup: bool) -> None:
         reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
@@ -418,29 +408,29 @@ class Controller:
     # -- start and resume -----------------------------------------------------------------
 
     def _start(self) -> None:
-        state = self.run_info.state
         budget = self.config.budget
         for label in self.run_info.orphans:
             self._say(f"killed the session {label} that an earlier run left running")
         for name in self.run_info.pruned:
             self._say(f"removed the worktree {name} left by an earlier run that did not finish")
-        if state is not None:
-            self._restore(state)
+        if self.resumed:
+            self._load_results()
             self._say(
-                f"resuming experiment {self.config.experiment} after round {self.rounds_done} "
-                f"({len(self.records)} candidates so far, incumbent {self.incumbent.id})"
+                f"resuming experiment {self.config.experiment} after round "
+                f"{self.state.rounds_done} ({len(self.state.records)} candidates so far, "
+                f"incumbent {self.state.incumbent.id})"
             )
-            self.store.append("resume", rounds_done=self.rounds_done, pid=os.getpid())
+            self.store.append("resume", rounds_done=self.state.rounds_done, pid=os.getpid())
             return
         head = self.head
         if head is None:
             origin = "your files (no commit yet)"
-        elif head == self.baseline.commit:
+        elif head == self.state.baseline.commit:
             origin = f"HEAD {head[:10]}"
         else:
             origin = "HEAD plus your uncommitted changes"
         self._say(
-            f"experiment {self.config.experiment}: baseline {str(self.baseline.commit)[:10]} "
+            f"experiment {self.config.experiment}: baseline {str(self.state.baseline.commit)[:10]} "
             f"({origin}); objective {self.objective.metric} ({self.objective.goal}); "
             f"optimizer {self.config.optimizer}; budget {budget.rounds} rounds x "
             f"{budget.candidates} candidates"
@@ -448,13 +438,13 @@ class Controller:
         self.store.append(
             "start",
             experiment=self.config.experiment,
-            baseline=self.baseline.commit,
+            baseline=self.state.baseline.commit,
             head=head,
             pid=os.getpid(),
             optimizer=self.config.optimizer,
         )
         evaluation = self.executor.evaluate(
-            "r0", str(self.baseline.commit), budget.candidate_timeout
+            "r0", str(self.state.baseline.commit), budget.candidate_timeout
         )
         if evaluation.status == "interrupted":
             raise Interrupted
@@ -471,75 +461,49 @@ class Controller:
                 "(does a test need a file that git ignores or does not track?)",
                 yellow=True,
             )
-        self.baseline.metrics = result.metrics
-        self.baseline.verdict = "accepted"
-        self.baseline.reason = "baseline"
+        self.state.baseline.metrics = result.metrics
+        self.state.baseline.verdict = "accepted"
+        self.state.baseline.reason = "baseline"
         self.results["r0"] = result
-        self.gates["r0"] = self._evaluate_gates(result)
-        self.trees[str(self.baseline.tree)] = "r0"
+        self.state.gates["r0"] = self._evaluate_gates(result)
+        self.state.trees[str(self.state.baseline.tree)] = "r0"
         self.workspace.set_ref(
             f"{self.workspace.ref_prefix}/baseline",
-            str(self.baseline.commit),
+            str(self.state.baseline.commit),
             "autopilot: baseline",
         )
         self.workspace.set_ref(
-            self.workspace.best_ref, str(self.baseline.commit), "autopilot: baseline"
+            self.workspace.best_ref, str(self.state.baseline.commit), "autopilot: baseline"
         )
         self.store.append(
             "baseline",
-            commit=self.baseline.commit,
-            metrics=_metrics_json(self.baseline),
-            gates=[asdict(s) for s in self.gates["r0"]],
+            commit=self.state.baseline.commit,
+            metrics=_metrics_json(self.state.baseline),
+            gates=[asdict(s) for s in self.state.gates["r0"]],
             seconds=round(evaluation.duration, 3),
         )
         self._say(
             f"r0 baseline {self.objective.metric} "
-            f"{_num(self.baseline.objective_value(self.objective))} ({evaluation.duration:.1f}s)"
+            f"{_num(self.state.baseline.objective_value(self.objective))} "
+            f"({evaluation.duration:.1f}s)"
         )
         self._save()
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        source = str(self.store.state_path)
-        self.baseline = record_from_json(state["baseline"], source)
-        self.records = [record_from_json(r, source) for r in state["records"]]
-        self.gates = {
-            cid: [GateStatus(**g) for g in statuses] for cid, statuses in state["gates"].items()
-        }
-        self.rounds_done = int(state["rounds_done"])
-        self.stale_rounds = int(state["stale_rounds"])
-        self.elapsed_before = float(state["elapsed"])
-        by_id = {r.id: r for r in self.records}
-        self.incumbent = by_id.get(state["incumbent"], self.baseline)
-        for record in [self.baseline, *self.records]:
-            if record.tree and record.tree not in self.trees:
-                self.trees[record.tree] = record.id
-        for cid in {"r0", self.incumbent.id}:
+    def _load_results(self) -> None:
+        for cid in {"r0", self.state.incumbent.id}:
             path = self.store.result_path(cid)
             try:
                 self.results[cid] = SessionResult.from_json(
                     json.loads(path.read_text()), source=str(path)
                 )
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError, KeyError, TypeError, pytest.UsageError):
                 raise pytest.UsageError(
                     f"{path}: the saved result of {cid} is missing or unreadable; "
                     "pass --autopilot-fresh to start the experiment over"
                 ) from None
 
     def _save(self) -> None:
-        self.store.save_state(
-            {
-                "experiment": self.config.experiment,
-                "baseline_commit": self.baseline.commit,
-                "baseline_tree": self.baseline.tree,
-                "baseline": record_to_json(self.baseline),
-                "incumbent": self.incumbent.id,
-                "records": [record_to_json(r) for r in self.records],
-                "gates": {cid: [asdict(s) for s in st] for cid, st in self.gates.items()},
-                "rounds_done": self.rounds_done,
-                "stale_rounds": self.stale_rounds,
-                "elapsed": round(self._elapsed(), 3),
-            }
-        )
+        self.state.save(self.store, self._elapsed())
 
     def _evaluate_gates(self, result: SessionResult) -> list[GateStatus]:
         from pytest_autopilot.gates import evaluate_gates
@@ -551,8 +515,9 @@ class Controller:
 
     def _round(self, number: int) -> None:
         budget = self.config.budget
-        done = [r for r in self.records if r.round == number]
-        self.store.append("round", round=number, incumbent=self.incumbent.id, resumed=len(done))
+        done = [r for r in self.state.records if r.round == number]
+        incumbent = self.state.incumbent.id
+        self.store.append("round", round=number, incumbent=incumbent, resumed=len(done))
         reference, reference_result = self._reference(number)
         wanted = budget.candidates - len(done)
         proposals: Sequence[Proposal] = []
@@ -581,7 +546,7 @@ class Controller:
                 chunk = pending[start : start + self.parallel]
                 if self._elapsed() >= budget.minutes * 60:
                     for record in pending[start:]:
-                        self.trees.pop(str(record.tree), None)
+                        self.state.trees.pop(str(record.tree), None)
                         self._refused(record, "failed", "not evaluated: the time budget was spent")
                         self._finish(record, reference, done)
                     break
@@ -597,7 +562,7 @@ class Controller:
     ) -> None:
         """A decided candidate: record it durably, then tell the user and the observers."""
         done.append(record)
-        self.records.append(record)
+        self.state.records.append(record)
         self._save()
         self._live_line(record, reference)
         self.hook.pytest_autopilot_candidate_done(candidate=record)
@@ -627,7 +592,7 @@ class Controller:
         A sampled objective is measured again now, in the same conditions as the candidates
         that follow; a deterministic one keeps the incumbent's own measurement.
         """
-        incumbent = self.incumbent
+        incumbent = self.state.incumbent
         result = self.results[incumbent.id]
         metric = incumbent.metrics.get(self.objective.metric)
         if metric is None or not metric.samples:
@@ -666,24 +631,24 @@ class Controller:
                     self._file_ref(other)
                     self.store.append("superseded", id=other.id, by=best.id)
                     self._say(f"{other.id} passed acceptance too, but {best.id} is better: kept")
-            self.incumbent = best
+            self.state.incumbent = best
             self.results[best.id] = self._load_result(best.id)
             self.workspace.set_ref(
                 self.workspace.best_ref, str(best.commit), f"autopilot: {best.id} accepted"
             )
-            self.stale_rounds = 0
+            self.state.stale_rounds = 0
         else:
-            self.stale_rounds += 1
-        self.rounds_done = number
+            self.state.stale_rounds += 1
+        self.state.rounds_done = number
         self.store.append(
             "round_done",
             round=number,
-            incumbent=self.incumbent.id,
+            incumbent=self.state.incumbent.id,
             accepted=[c.id for c in winners],
         )
         self._save()
         self.hook.pytest_autopilot_round_done(
-            round=number, candidates=candidates, incumbent=self.incumbent
+            round=number, candidates=candidates, incumbent=self.state.incumbent
         )
 
     def _load_result(self, cid: str) -> SessionResult:
@@ -734,11 +699,11 @@ class Controller:
             assert record.parent is not None
             record.tree = tree
             record.diff_summary = self.workspace.diff_stat(record.parent, tree)
-            same = self.trees.get(tree)
+            same = self.state.trees.get(tree)
             if same is not None:
                 self._refused(record, "duplicate", f"same code as {same}")
                 continue
-            self.trees[tree] = record.id
+            self.state.trees[tree] = record.id
             problems = violations(
                 self.workspace.diff(record.parent, tree),
                 self.workspace,
@@ -791,8 +756,8 @@ class Controller:
 
     def _parent(self, wanted: str | None) -> str | None:
         if wanted is None:
-            return self.incumbent.commit
-        known = {r.id: r.commit for r in [self.baseline, *self.records] if r.commit}
+            return self.state.incumbent.commit
+        known = {r.id: r.commit for r in [self.state.baseline, *self.state.records] if r.commit}
         if wanted in known:
             return known[wanted]
         commit = self.workspace.resolve(wanted)
@@ -851,7 +816,7 @@ class Controller:
         result = evaluation.result
         record.metrics = result.metrics
         self.results[record.id] = result
-        self.gates[record.id] = self._evaluate_gates(result)
+        self.state.gates[record.id] = self._evaluate_gates(result)
         broken = acceptance.regressions(reference_result, result)
         if broken:
             record.verdict, record.reason = "rejected", "; ".join(broken)
@@ -881,12 +846,13 @@ class Controller:
         """Measure the candidate again, then the incumbent again (the opposite order), and
         accept only if this second comparison agrees with the first."""
         again = self._measure(f"{record.id}-confirm", commit)
-        incumbent = self._measure(f"{record.id}-confirm-incumbent", str(self.incumbent.commit))
+        incumbent_commit = str(self.state.incumbent.commit)
+        incumbent = self._measure(f"{record.id}-confirm-incumbent", incumbent_commit)
         if again is None or incumbent is None:
             return False, f"{first}; but the confirmation measurement failed"
         accepted, reason = self._accept(
             dataclasses.replace(record, metrics=again.metrics),
-            dataclasses.replace(self.incumbent, metrics=incumbent.metrics),
+            dataclasses.replace(self.state.incumbent, metrics=incumbent.metrics),
         )
         if accepted:
             return True, f"{first}; confirmed: {reason}"
@@ -896,7 +862,7 @@ class Controller:
         self.store.append(
             "candidate",
             **record_to_json(record),
-            gates=[asdict(s) for s in self.gates.get(record.id, [])],
+            gates=[asdict(s) for s in self.state.gates.get(record.id, [])],
             seconds=round(evaluation.duration, 3),
             started=round(evaluation.started, 3),
             finished=round(evaluation.finished, 3),
@@ -929,19 +895,19 @@ class Controller:
     # -- what the optimizer sees ---------------------------------------------------------
 
     def _context(self, number: int, wanted: int) -> OptimizerContext:
-        incumbent_result = self.results[self.incumbent.id]
+        incumbent_result = self.results[self.state.incumbent.id]
         context = OptimizerContext(
             optimizer=self.config.optimizer,
             round=number,
             max_candidates=wanted,
             config=self.config,
             objective=self.objective,
-            incumbent=self.incumbent,
-            baseline=self.baseline,
-            gates=list(self.gates.get(self.incumbent.id, [])),
+            incumbent=self.state.incumbent,
+            baseline=self.state.baseline,
+            gates=list(self.state.gates.get(self.state.incumbent.id, [])),
             feedback=_feedback(incumbent_result),
-            history=list(self.records),
-            parameters=self._parameter_files(str(self.incumbent.commit), incumbent_result),
+            history=list(self.state.records),
+            parameters=self._parameter_files(str(self.state.incumbent.commit), incumbent_result),
             knowledge=self._knowledge(),
             seed=self.config.search.seed,
             protected_files=list(incumbent_result.protected_files),
@@ -979,7 +945,7 @@ class Controller:
         out = []
         for rel in self.config.knowledge:
             blob = self.workspace.read_blob(
-                str(self.baseline.commit), self.workspace.to_repo_path(rel)
+                str(self.state.baseline.commit), self.workspace.to_repo_path(rel)
             )
             if blob is not None:
                 out.append((rel, blob.decode(errors="replace")))
@@ -1012,15 +978,15 @@ class Controller:
 
     def _summary(self, status: int) -> None:
         name = self.objective.metric
-        base = self.baseline.objective_value(self.objective)
+        base = self.state.baseline.objective_value(self.objective)
         self._say(
             f"experiment {self.config.experiment} stopped: {self.stop_reason} "
-            f"({self.rounds_done} rounds, {len(self.records)} candidates, "
-            f"{sum(1 for r in self.records if r.verdict == 'accepted')} accepted)"
+            f"({self.state.rounds_done} rounds, {len(self.state.records)} candidates, "
+            f"{sum(1 for r in self.state.records if r.verdict == 'accepted')} accepted)"
         )
         rows = [("id", "verdict", name, "change")]
         rows.append(("r0", "baseline", _num(base), ""))
-        for record in sorted(self.records, key=_position):
+        for record in sorted(self.state.records, key=_position):
             value = record.objective_value(self.objective)
             shown = _num(value) + _percent(base, value) if value is not None else "-"
             rows.append((record.id, str(record.verdict), shown, self._change(record)))
@@ -1031,7 +997,8 @@ class Controller:
                 + "  "
                 + row[3]
             )
-        for line in gate_lines(self.gates.get(self.incumbent.id, []), self.results.get("r0")):
+        best_gates = self.state.gates.get(self.state.incumbent.id, [])
+        for line in gate_lines(best_gates, self.results.get("r0")):
             self._say(line.removeprefix(PREFIX).strip())
         usage = self._usage()
         if usage.get("requests"):
@@ -1043,19 +1010,19 @@ class Controller:
                 "resume (or add --autopilot-fresh to start over)",
                 yellow=True,
             )
-        if self.incumbent is self.baseline or self.incumbent.id == "r0":
+        if self.state.incumbent is self.state.baseline or self.state.incumbent.id == "r0":
             self._say(f"no candidate beat the baseline; {branch} points at the baseline")
             return
-        best = self.incumbent.objective_value(self.objective)
+        best = self.state.incumbent.objective_value(self.objective)
         self._say(
-            f"best: {self.incumbent.id} ({str(self.incumbent.commit)[:10]}) {name} "
+            f"best: {self.state.incumbent.id} ({str(self.state.incumbent.commit)[:10]}) {name} "
             f"{_num(base)} -> {_num(best)}{_percent(base, best)} on branch {branch}",
             green=True,
         )
         self._say(f"bring it in with: git merge {branch}   (or rerun with --autopilot-apply)")
 
     def _apply(self) -> None:
-        best = self.incumbent
+        best = self.state.incumbent
         branch = self.workspace.best_branch
         if best.id == "r0" or best.commit is None:
             self._say("--autopilot-apply: nothing to apply, no candidate beat the baseline")
@@ -1089,25 +1056,25 @@ class Controller:
 
     def payload(self) -> dict[str, Any]:
         rounds: dict[int, list[dict[str, Any]]] = {}
-        for record in sorted(self.records, key=_position):
+        for record in sorted(self.state.records, key=_position):
             entry = record_to_json(record)
-            entry["gates"] = [asdict(s) for s in self.gates.get(record.id, [])]
+            entry["gates"] = [asdict(s) for s in self.state.gates.get(record.id, [])]
             rounds.setdefault(record.round, []).append(entry)
-        best_gates = self.gates.get(self.incumbent.id, [])
+        best_gates = self.state.gates.get(self.state.incumbent.id, [])
         return {
             "experiment": self.config.experiment,
             "objective": {"metric": self.objective.metric, "goal": self.objective.goal},
             "stop_reason": self.stop_reason,
             "rounds": [{"round": n, "candidates": c} for n, c in sorted(rounds.items())],
             "baseline": {
-                "commit": self.baseline.commit,
-                "metrics": _metrics_json(self.baseline),
+                "commit": self.state.baseline.commit,
+                "metrics": _metrics_json(self.state.baseline),
             },
             "best": {
-                "id": self.incumbent.id,
-                "commit": self.incumbent.commit,
+                "id": self.state.incumbent.id,
+                "commit": self.state.incumbent.commit,
                 "branch": self.workspace.best_branch,
-                "metrics": _metrics_json(self.incumbent),
+                "metrics": _metrics_json(self.state.incumbent),
             },
             "gates": [asdict(s) for s in best_gates],
             "passed": all(s.passed for s in best_gates),
@@ -1117,7 +1084,7 @@ class Controller:
     def _usage(self) -> dict[str, float]:
         """Tokens, requests and cost of every candidate so far (LLM optimizers report them)."""
         total: dict[str, float] = {}
-        for record in self.records:
+        for record in self.state.records:
             for key, value in record.usage.items():
                 if key != "turns":
                     total[key] = total.get(key, 0) + value
