@@ -47,8 +47,16 @@ from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, p
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Evaluation, Executor, LocalExecutor
 from pytest_autopilot.loop.journal import ExperimentStore, Lock, kill_orphans
+from pytest_autopilot.loop.judge import (
+    Decision,
+    Interrupted,
+    Judge,
+    Reference,
+    RoundDecision,
+    hook_acceptance,
+)
 from pytest_autopilot.loop.protect import violations
-from pytest_autopilot.loop.state import RunState, record_to_json
+from pytest_autopilot.loop.state import RunState, frozen_copy, record_to_json
 from pytest_autopilot.loop.workspace import (
     GitError,
     InvalidEdit,
@@ -269,10 +277,6 @@ def make_executor(pytest_config: pytest.Config, run: LoopRun, specs: Sequence[st
     return LocalExecutor(run.workspace, run.store, spec)
 
 
-class Interrupted(Exception):
-    """Ctrl+C: stop at the next safe point, keeping everything recorded so far."""
-
-
 class Controller:
     """One run of the loop; all its state is here and in the experiment's files."""
 
@@ -297,6 +301,9 @@ class Controller:
         """How many candidate sessions may run at once (``-n N``, or one per ``--tx`` spec)."""
         self.executor: Executor = executor or make_executor(pytest_config, run, specs)
         self.hook = pytest_config.hook
+        self.judge = Judge(
+            config, hook_acceptance(self.hook, config), self._evaluate_all, self.parallel
+        )
         given = pytest_config.getoption("autopilot_baseline", None)
         self.gate_baseline = (
             read_session_file(pytest_config.invocation_params.dir / given) if given else None
@@ -514,48 +521,71 @@ class Controller:
     # -- rounds ------------------------------------------------------------------------------
 
     def _round(self, number: int) -> None:
-        budget = self.config.budget
-        done = [r for r in self.state.records if r.round == number]
+        done = self.state.in_round(number)
         incumbent = self.state.incumbent.id
         self.store.append("round", round=number, incumbent=incumbent, resumed=len(done))
-        reference, reference_result = self._reference(number)
-        wanted = budget.candidates - len(done)
+        reference = self._reference(number)
+        wanted = self.config.budget.candidates - len(done)
         proposals: Sequence[Proposal] = []
         if wanted > 0:
-            context = self._context(number, wanted)
-            answer = self._propose(context)
-            if answer is None:
-                raise pytest.UsageError(
-                    f"{_config_name(self.config)}: optimizer: no plugin answered for "
-                    f"{self.config.optimizer!r}"
-                )
-            proposals = list(answer)[:wanted]
+            proposals = self._proposals(number, wanted)
             if not proposals and not done:
                 self.exhausted = True
                 return
         self._check_interrupt()
-        if proposals and self._elapsed() < budget.minutes * 60:
+        outcome = None
+        if proposals and not self._out_of_time():
+            earlier = list(done)
             first = 1 + max((_position(r)[1] for r in done), default=0)
-            pending = self._prepare(number, first, proposals, reference_result)
+            pending = self._prepare(number, first, proposals, reference.result)
             for record in pending:
                 if record.verdict is not None:
-                    self._finish(record, reference, done)
-            pending = [r for r in pending if r.verdict is None]
-            for start in range(0, len(pending), self.parallel):
-                self._check_interrupt()
-                chunk = pending[start : start + self.parallel]
-                if self._elapsed() >= budget.minutes * 60:
-                    for record in pending[start:]:
-                        self.state.trees.pop(str(record.tree), None)
-                        self._refused(record, "failed", "not evaluated: the time budget was spent")
-                        self._finish(record, reference, done)
-                    break
-                evaluations = self._evaluate_all([(r.id, str(r.commit)) for r in chunk])
-                for record, evaluation in zip(chunk, evaluations, strict=True):
-                    self._decide(record, evaluation, reference, reference_result)
-                    self._file_ref(record)
-                    self._finish(record, reference, done)
-        self._close_round(number, done)
+                    self._finish(record, reference.record, done)
+            outcome = self.judge.judge_round(
+                [r for r in pending if r.verdict is None],
+                reference,
+                self.state.incumbent,
+                earlier=earlier,
+                out_of_time=self._stop_evaluating,
+                decided=lambda decision: self._record_decision(decision, reference.record, done),
+            )
+        self._close_round(number, done, outcome)
+
+    def _proposals(self, number: int, wanted: int) -> list[Proposal]:
+        answer = self._propose(self._context(number, wanted))
+        if answer is None:
+            raise pytest.UsageError(
+                f"{_config_name(self.config)}: optimizer: no plugin answered for "
+                f"{self.config.optimizer!r}"
+            )
+        return list(answer)[:wanted]
+
+    def _out_of_time(self) -> bool:
+        return self._elapsed() >= self.config.budget.minutes * 60
+
+    def _stop_evaluating(self) -> bool:
+        self._check_interrupt()
+        return self._out_of_time()
+
+    def _record_decision(
+        self, decision: Decision, reference: CandidateRecord, done: list[CandidateRecord]
+    ) -> None:
+        """Record one decision of the judge: journal, commit and ref, then the live line."""
+        record = decision.record
+        if decision.evaluation is None:
+            self.state.release_tree(record.tree)
+            self._refused(record, decision.verdict, decision.reason)
+        else:
+            for measurement in decision.measurements:
+                self._note_measurement(measurement)
+            record.verdict, record.reason = decision.verdict, decision.reason
+            if decision.result is not None:
+                record.metrics = decision.result.metrics
+                self.results[record.id] = decision.result
+                self.state.gates[record.id] = self._evaluate_gates(decision.result)
+            self._journal(record, decision.evaluation)
+            self._file_ref(record)
+        self._finish(record, reference, done)
 
     def _finish(
         self, record: CandidateRecord, reference: CandidateRecord, done: list[CandidateRecord]
@@ -565,7 +595,8 @@ class Controller:
         self.state.records.append(record)
         self._save()
         self._live_line(record, reference)
-        self.hook.pytest_autopilot_candidate_done(candidate=record)
+        if record.verdict != "accepted":  # final now; an accepted one only when the round closes
+            self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
 
     def _propose(self, context: OptimizerContext) -> Sequence[Proposal] | None:
         """Ask the optimizer; a crash in it stops the loop with where it happened, resumable."""
@@ -586,55 +617,46 @@ class Controller:
             ) from None
         return answer
 
-    def _reference(self, number: int) -> tuple[CandidateRecord, SessionResult]:
-        """The incumbent as candidates are compared with it in this round.
-
-        A sampled objective is measured again now, in the same conditions as the candidates
-        that follow; a deterministic one keeps the incumbent's own measurement.
-        """
+    def _reference(self, number: int) -> Reference:
         incumbent = self.state.incumbent
-        result = self.results[incumbent.id]
-        metric = incumbent.metrics.get(self.objective.metric)
-        if metric is None or not metric.samples:
-            return incumbent, result
-        fresh = self._measure(f"r{number}i", str(incumbent.commit))
-        if fresh is None:
-            return incumbent, result
-        return dataclasses.replace(incumbent, metrics=fresh.metrics), fresh
+        reference = self.judge.reference(incumbent, self.results[incumbent.id], f"r{number}i")
+        if reference.measurement is not None:
+            self._note_measurement(reference.measurement)
+        return reference
 
-    def _measure(self, label: str, commit: str) -> SessionResult | None:
-        evaluation = self.executor.evaluate(label, commit, self.config.budget.candidate_timeout)
-        if evaluation.status == "interrupted":
-            raise Interrupted
+    def _note_measurement(self, evaluation: Evaluation) -> None:
         self.store.append(
             "measure",
-            label=label,
-            commit=commit,
+            label=evaluation.label,
+            commit=evaluation.commit,
             status=evaluation.status,
             reason=evaluation.reason,
             metrics=_result_metrics(evaluation.result),
             seconds=round(evaluation.duration, 3),
         )
         if evaluation.result is None:
-            self._say(f"{label} re-measurement failed: {evaluation.reason}", yellow=True)
-        return evaluation.result
+            self._say(f"{evaluation.label} re-measurement failed: {evaluation.reason}", yellow=True)
 
-    def _close_round(self, number: int, candidates: list[CandidateRecord]) -> None:
-        winners = [c for c in candidates if c.verdict == "accepted"]
-        if winners:
-            sign = 1.0 if self.objective.goal == "min" else -1.0
-            best = min(winners, key=lambda c: sign * (c.objective_value(self.objective) or 0.0))
-            for other in winners:
-                if other is not best:
-                    other.verdict = "rejected"
-                    other.reason = f"passed acceptance, but {best.id} was better ({other.reason})"
-                    self._file_ref(other)
-                    self.store.append("superseded", id=other.id, by=best.id)
-                    self._say(f"{other.id} passed acceptance too, but {best.id} is better: kept")
-            self.state.incumbent = best
-            self.results[best.id] = self._load_result(best.id)
+    def _close_round(
+        self, number: int, candidates: list[CandidateRecord], outcome: RoundDecision | None
+    ) -> None:
+        """Supersede all accepted candidates but the winner, move the incumbent, then tell the
+        observers the final verdicts."""
+        final = [c for c in candidates if c.verdict == "accepted"]
+        winner = outcome.winner if outcome is not None else None
+        for decision in outcome.superseded if outcome is not None else ():
+            other = decision.record
+            other.verdict, other.reason = decision.verdict, decision.reason
+            self._file_ref(other)
+            self.store.append("superseded", id=other.id, by=str(winner and winner.id))
+            self._say(
+                f"{other.id} passed acceptance too, but {winner and winner.id} is better: kept"
+            )
+        if winner is not None:
+            self.state.incumbent = winner
+            self.results[winner.id] = self._load_result(winner.id)
             self.workspace.set_ref(
-                self.workspace.best_ref, str(best.commit), f"autopilot: {best.id} accepted"
+                self.workspace.best_ref, str(winner.commit), f"autopilot: {winner.id} accepted"
             )
             self.state.stale_rounds = 0
         else:
@@ -644,11 +666,15 @@ class Controller:
             "round_done",
             round=number,
             incumbent=self.state.incumbent.id,
-            accepted=[c.id for c in winners],
+            accepted=[c.id for c in final],
         )
         self._save()
+        for record in final:
+            self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
         self.hook.pytest_autopilot_round_done(
-            round=number, candidates=candidates, incumbent=self.state.incumbent
+            round=number,
+            candidates=tuple(frozen_copy(c) for c in candidates),
+            incumbent=frozen_copy(self.state.incumbent),
         )
 
     def _load_result(self, cid: str) -> SessionResult:
@@ -786,7 +812,7 @@ class Controller:
         )
         self.workspace.delete_ref(f"{prefix}/{other}/{record.id}")
 
-    def _evaluate_all(self, jobs: list[tuple[str, str]]) -> list[Evaluation]:
+    def _evaluate_all(self, jobs: Sequence[tuple[str, str]]) -> list[Evaluation]:
         """Evaluate ``(label, commit)`` pairs at once, each in its own worktree and session.
 
         Timing tests of the sessions never overlap anything: :mod:`pytest_autopilot.timing`.
@@ -797,66 +823,6 @@ class Controller:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             futures = [pool.submit(self.executor.evaluate, lab, com, timeout) for lab, com in jobs]
             return [future.result() for future in futures]
-
-    def _decide(
-        self,
-        record: CandidateRecord,
-        evaluation: Evaluation,
-        reference: CandidateRecord,
-        reference_result: SessionResult,
-    ) -> None:
-        commit = evaluation.commit
-        if evaluation.status == "interrupted":
-            raise Interrupted
-        if evaluation.result is None:
-            record.verdict = "timeout" if evaluation.status == "timeout" else "failed"
-            record.reason = evaluation.reason
-            self._journal(record, evaluation)
-            return
-        result = evaluation.result
-        record.metrics = result.metrics
-        self.results[record.id] = result
-        self.state.gates[record.id] = self._evaluate_gates(result)
-        broken = acceptance.regressions(reference_result, result)
-        if broken:
-            record.verdict, record.reason = "rejected", "; ".join(broken)
-        else:
-            accepted, reason = self._accept(record, reference)
-            if accepted and self._sampled(record, reference):
-                accepted, reason = self._confirm(record, commit, reason)
-            record.verdict = "accepted" if accepted else "rejected"
-            record.reason = reason
-        self._journal(record, evaluation)
-
-    def _accept(self, record: CandidateRecord, reference: CandidateRecord) -> tuple[bool, str]:
-        answer = self.hook.pytest_autopilot_accept(
-            candidate=record, incumbent=reference, config=self.config
-        )
-        if answer is None:
-            return False, "no acceptance policy answered"
-        return bool(answer[0]), str(answer[1])
-
-    def _sampled(self, record: CandidateRecord, reference: CandidateRecord) -> bool:
-        name = self.objective.metric
-        return any(
-            (m := r.metrics.get(name)) is not None and bool(m.samples) for r in (record, reference)
-        )
-
-    def _confirm(self, record: CandidateRecord, commit: str, first: str) -> tuple[bool, str]:
-        """Measure the candidate again, then the incumbent again (the opposite order), and
-        accept only if this second comparison agrees with the first."""
-        again = self._measure(f"{record.id}-confirm", commit)
-        incumbent_commit = str(self.state.incumbent.commit)
-        incumbent = self._measure(f"{record.id}-confirm-incumbent", incumbent_commit)
-        if again is None or incumbent is None:
-            return False, f"{first}; but the confirmation measurement failed"
-        accepted, reason = self._accept(
-            dataclasses.replace(record, metrics=again.metrics),
-            dataclasses.replace(self.state.incumbent, metrics=incumbent.metrics),
-        )
-        if accepted:
-            return True, f"{first}; confirmed: {reason}"
-        return False, f"not confirmed by a second measurement ({reason}); first: {first}"
 
     def _journal(self, record: CandidateRecord, evaluation: Evaluation) -> None:
         self.store.append(
