@@ -75,13 +75,28 @@ def test_a_conftest_optimizer_converges_and_every_candidate_is_a_commit(
     assert events[:2] == ["start", "baseline"]
     assert events.count("candidate") == 3 and events[-1] == "stop"
 
-    # The same command again resumes: the gates already pass, nothing is evaluated.
+
+def finished_run(pytester: pytest.Pytester) -> None:
+    """One round from x=2 reaches x=3, where the gate passes."""
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+
+
+def test_the_same_command_resumes_a_finished_run_and_evaluates_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    repo = project(pytester.path, x=2)
+    finished_run(pytester)
     again = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
     assert again.ret == 0
-    again.stdout.fnmatch_lines(["autopilot: resuming experiment demo after round 3 *"])
-    assert "r4c1" not in again.stdout.str()
+    again.stdout.fnmatch_lines(["autopilot: resuming experiment demo after round 1 *"])
+    assert "r2c1" not in again.stdout.str()
+    assert [e["event"] for e in journal(repo)][-2:] == ["resume", "stop"]
 
-    # Other code than the experiment started from: refuse to resume it.
+
+def test_an_experiment_started_from_other_code_is_not_resumed(pytester: pytest.Pytester) -> None:
+    repo = project(pytester.path, x=2)
+    finished_run(pytester)
     repo.write({"params.json": '{"x": 1}\n'})
     changed = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
     assert changed.ret == pytest.ExitCode.USAGE_ERROR
@@ -89,7 +104,14 @@ def test_a_conftest_optimizer_converges_and_every_candidate_is_a_commit(
         ["*'demo' started from other code (*changed since: params.json)*--autopilot-fresh*"]
     )
 
-    # --autopilot-fresh forgets it and starts from the current tree (x=1, uncommitted).
+
+def test_fresh_forgets_the_experiment_and_starts_from_the_current_tree(
+    pytester: pytest.Pytester,
+) -> None:
+    repo = project(pytester.path, x=2)
+    head = repo.head()
+    finished_run(pytester)
+    repo.write({"params.json": '{"x": 1}\n'})
     fresh = pytester.runpytest(
         "--autopilot", "--autopilot-json=out.json", "--autopilot-fresh", "--autopilot-rounds=1"
     )

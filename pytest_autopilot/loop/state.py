@@ -13,13 +13,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_autopilot.loop.journal import ExperimentStore
 from pytest_autopilot.proposals import CandidateRecord, GateStatus
 from pytest_autopilot.results import Metric
+
+if TYPE_CHECKING:
+    from pytest_autopilot.loop.journal import ExperimentStore
 
 VERDICTS = ("accepted", "rejected", "violation", "failed", "timeout", "duplicate")
 
