@@ -165,3 +165,15 @@ def test_timeouts_failures_time_budget_and_interrupts() -> None:
         judge(FakeExecutor({"c1": ["interrupted"]})).judge_round(
             [candidate(1)], Reference(base, plain(1.0)), base
         )
+
+
+def test_a_round_resumed_with_nothing_left_to_evaluate_still_has_its_winner() -> None:
+    fake = FakeExecutor({})
+    base = incumbent(plain(1.0))
+    earlier = CandidateRecord("r1c1", 1, "c1", "base", "", "accepted", "ok", plain(0.5).metrics)
+    refused = CandidateRecord("r1c2", 1, None, "base", "", "duplicate", "same code as r1c1")
+    outcome = judge(fake).judge_round(
+        [], Reference(base, plain(1.0)), base, earlier=[earlier, refused]
+    )
+    assert outcome.winner is earlier and outcome.superseded == [] and outcome.decisions == []
+    assert fake.calls == []

@@ -135,3 +135,51 @@ def test_a_hand_corrupted_state_json_stops_the_run_before_any_test(
     assert "Traceback" not in result.stderr.str()
     assert "test_obj.py" not in result.stdout.str()  # refused before the session ran
     assert not (store.directory / "lock").exists()
+
+
+def test_typed_journal_events_keep_the_keys_readers_use(tmp_path: Path) -> None:
+    from pytest_autopilot.loop.journal import CandidateDecided, RoundDone, Superseded
+
+    store = ExperimentStore(tmp_path / "demo")
+    store.ensure()
+    state = sample_state()
+    refused = CandidateRecord("r2c1", 2, None, "b" * 40, "same", "duplicate", "same code as r1c1")
+    store.record(CandidateDecided(refused))
+    store.record(
+        CandidateDecided(
+            state.records[0],
+            gates=state.gates["r1c1"],
+            seconds=1.23456,
+            started=10.0,
+            finished=11.23456,
+            exit_code=0,
+            executor={"gateway": "gw0"},
+        )
+    )
+    store.record(Superseded("r1c0", by="r1c1"))
+    store.record(RoundDone(1, "r1c1", ["r1c0", "r1c1"]))
+    first, second, third, fourth = store.events()
+    assert set(first) == {
+        "event",
+        "time",
+        *json.loads(json.dumps(sample_state().to_json(0)))["baseline"],
+    }
+    assert first["event"] == "candidate" and first["verdict"] == "duplicate"
+    assert second["seconds"] == 1.235 and second["exit_code"] == 0
+    assert second["gates"] == [
+        {
+            "metric": "loss",
+            "kind": "max",
+            "threshold": 0.5,
+            "value": 4.0,
+            "passed": False,
+            "reason": "4 > 0.5",
+        }
+    ]
+    assert second["executor"] == {"gateway": "gw0"} and second["params"] == {"x": 1}
+    assert {k: third[k] for k in ("event", "id", "by")} == {
+        "event": "superseded",
+        "id": "r1c0",
+        "by": "r1c1",
+    }
+    assert fourth["event"] == "round_done" and fourth["accepted"] == ["r1c0", "r1c1"]

@@ -335,8 +335,8 @@ class Controller:
     def play_round(self, number: int) -> None:
         """Propose, make, judge and record one round's candidates; see the module docstring."""
         done = self.state.in_round(number)
-        incumbent = self.state.incumbent.id
-        self.store.record(RoundStarted(number, incumbent, resumed=len(done)))
+        earlier = list(done)  # decided by an interrupted run: they compete for the win too
+        self.store.record(RoundStarted(number, self.state.incumbent.id, resumed=len(done)))
         reference = self._reference(number)
         wanted = self.config.budget.candidates - len(done)
         proposals = self._proposals(number, wanted) if wanted > 0 else []
@@ -344,22 +344,21 @@ class Controller:
             self.exhausted = True
             return
         self.check_interrupt()
-        outcome = None
+        pending: list[CandidateRecord] = []
         if proposals and not self.out_of_time():
-            earlier = list(done)
             first = 1 + max((position(r)[1] for r in done), default=0)
             pending = self.candidates.prepare(number, first, proposals, reference.result)
             for record in pending:
                 if record.verdict is not None:
                     self._finish(record, reference.record, done)
-            outcome = self.judge.judge_round(
-                [r for r in pending if r.verdict is None],
-                reference,
-                self.state.incumbent,
-                earlier=earlier,
-                out_of_time=self._stop_evaluating,
-                decided=lambda decision: self._record_decision(decision, reference.record, done),
-            )
+        outcome = self.judge.judge_round(
+            [r for r in pending if r.verdict is None],
+            reference,
+            self.state.incumbent,
+            earlier=earlier,
+            out_of_time=self._stop_evaluating,
+            decided=lambda decision: self._record_decision(decision, reference.record, done),
+        )
         self._close_round(number, done, outcome)
 
     def _proposals(self, number: int, wanted: int) -> list[Proposal]:
@@ -465,13 +464,13 @@ class Controller:
             self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
 
     def _close_round(
-        self, number: int, candidates: list[CandidateRecord], outcome: RoundDecision | None
+        self, number: int, candidates: list[CandidateRecord], outcome: RoundDecision
     ) -> None:
         """Supersede every accepted candidate but the winner, move the incumbent, save, then
         tell the observers the final verdicts."""
         accepted = [c for c in candidates if c.verdict == "accepted"]
-        winner = outcome.winner if outcome is not None else None
-        for decision in outcome.superseded if outcome is not None else ():
+        winner = outcome.winner
+        for decision in outcome.superseded:
             self._supersede(decision, winner)
         if winner is not None:
             self.state.incumbent = winner
