@@ -101,9 +101,13 @@ def pytest_autopilot_accept(
 
 @hookspec
 def pytest_autopilot_candidate_done(candidate: CandidateRecord) -> None:
-    """Observe a candidate once its verdict is known.
+    """Observe a candidate once its verdict is final.
 
-    :param candidate: the candidate record, with verdict, reason and metrics.
+    Called once per candidate: at once for a candidate refused or rejected, and for an
+    accepted one when its round closes, so an accepted candidate that another one of the
+    round beat is seen as ``rejected`` (superseded), never as ``accepted``.
+
+    :param candidate: a copy of the candidate record, with verdict, reason and metrics.
     """
 
 
@@ -114,6 +118,6 @@ def pytest_autopilot_round_done(
     """Observe the end of a round.
 
     :param round: the round number (1-based).
-    :param candidates: every candidate of the round, with its verdict.
-    :param incumbent: the incumbent after the round.
+    :param candidates: copies of every candidate of the round, with its final verdict.
+    :param incumbent: a copy of the incumbent after the round.
     """

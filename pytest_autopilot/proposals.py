@@ -90,6 +90,8 @@ class OptimizerContext:
     gates: Sequence[GateStatus]
     feedback: Sequence[FeedbackItem]
     history: Sequence[CandidateRecord]
+    """Every candidate decided so far, in order, as a tuple of copies: changing them changes
+    nothing in the run."""
     parameters: Sequence[ParameterFile]
     knowledge: Sequence[tuple[str, str]]
     """(path, text) of the config's ``knowledge`` files."""

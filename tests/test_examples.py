@@ -121,19 +121,27 @@ def test_demo_script_runs_the_search_loop_and_reports_the_result(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("autopilot: r1c2 ") for line in lines), proc.stdout
+    data = json.loads((tmp_path / "result.json").read_text())
+    candidates = data["rounds"][0]["candidates"]
+    # The live line of each candidate shows its objective change and the verdict it got.
+    for candidate in candidates:
+        live = next(line for line in lines if line.startswith(f"autopilot: {candidate['id']} "))
+        assert " test_step_time " in live and " -> " in live, live
+        assert f" {candidate['verdict']}" in live, (live, candidate["verdict"])
     note = "demo: the default loader's bottleneck: stage 'fetch'"
     assert any(line.startswith(note) for line in lines), proc.stdout
     before = next(line for line in lines if line.startswith("demo: before:"))
     assert "x the lower bound" in before
-    assert any(line.startswith("demo: speed-up ") for line in lines)
+    speedup = next(line for line in lines if line.startswith("demo: speed-up "))
+    before_s = data["baseline"]["metrics"]["test_step_time"]["value"]
+    after_s = data["best"]["metrics"]["test_step_time"]["value"]
+    shown = float(speedup.removeprefix("demo: speed-up ").split("x", 1)[0])
+    assert shown == pytest.approx(before_s / after_s, abs=0.006), speedup
     result = next(line for line in lines if line.startswith("demo: result: branch "))
     assert "autopilot/fast-loader" in result and str(tmp_path / "repo") in result
 
     # The search proposed points of the typed space that are valid loaders, changing only
     # loader.yaml, and the loop left the demo repository's own branch alone.
-    data = json.loads((tmp_path / "result.json").read_text())
-    candidates = data["rounds"][0]["candidates"]
     assert len(candidates) == 2
     for candidate in candidates:
         assert candidate["verdict"] in ("accepted", "rejected"), candidate

@@ -2,7 +2,8 @@
 
 - ``journal.jsonl``: append-only, one JSON event per line, each line fsync'd before the loop
   goes on, so a ``kill -9`` loses at most the line being written (a torn last line is skipped
-  when reading).
+  when reading). Each kind of event is a small dataclass below (:class:`Event`); a line holds
+  ``event`` (its name), ``time`` and the event's fields.
 - ``state.json``: what a resumed run needs, replaced atomically (write, fsync, rename) after
   every candidate, so it always describes a consistent point between two candidates.
 - ``lock``: the pid (and start time) of the run that owns the experiment. A lock whose process
@@ -22,13 +23,13 @@ import shutil
 import signal
 import socket
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from pytest_autopilot.proposals import CandidateRecord
-from pytest_autopilot.results import Metric
+from pytest_autopilot.proposals import CandidateRecord, GateStatus
 
 STATE_VERSION = 1
 
@@ -47,6 +48,10 @@ class ExperimentStore:
     def ensure(self) -> None:
         for path in (self.directory, self.results_dir, self.logs_dir, self.running_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+    def record(self, event: Event) -> None:
+        """Append a typed event (see :class:`Event`) and make it durable before returning."""
+        self.append(event.name, **event.to_json())
 
     def append(self, event: str, **data: Any) -> None:
         """Append one event and make it durable before returning."""
@@ -88,7 +93,8 @@ class ExperimentStore:
             ) from None
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise pytest.UsageError(
-                f"{self.state_path}: resume state of another format; "
+                f"{self.state_path}: unreadable resume state (not a state.json of version "
+                f"{STATE_VERSION}); "
                 "pass --autopilot-fresh to start the experiment over"
             )
         return state
@@ -242,38 +248,135 @@ class Lock:
             self.path.unlink(missing_ok=True)
 
 
-def record_to_json(record: CandidateRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "round": record.round,
-        "commit": record.commit,
-        "parent": record.parent,
-        "rationale": record.rationale,
-        "verdict": record.verdict,
-        "reason": record.reason,
-        "metrics": {name: m.to_json() for name, m in sorted(record.metrics.items())},
-        "params": record.params,
-        "diff_summary": record.diff_summary,
-        "tree": record.tree,
-        "usage": dict(record.usage),
-    }
+# -- the journal's events ------------------------------------------------------------------
 
 
-def record_from_json(data: dict[str, Any], source: str) -> CandidateRecord:
-    return CandidateRecord(
-        id=data["id"],
-        round=data["round"],
-        commit=data.get("commit"),
-        parent=data.get("parent"),
-        rationale=data.get("rationale", ""),
-        verdict=data.get("verdict"),
-        reason=data.get("reason", ""),
-        metrics={
-            name: Metric.from_json(name, entry, source=source)
-            for name, entry in data.get("metrics", {}).items()
-        },
-        params=data.get("params"),
-        diff_summary=data.get("diff_summary", ""),
-        tree=data.get("tree"),
-        usage={k: float(v) for k, v in data.get("usage", {}).items()},
-    )
+@dataclass(frozen=True)
+class Event:
+    """One line of ``journal.jsonl``; ``name`` is its ``event`` key, the fields the others."""
+
+    name: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Start(Event):
+    """A run began from scratch (not a resume)."""
+
+    name: ClassVar[str] = "start"
+    experiment: str
+    baseline: str | None
+    head: str | None
+    pid: int
+    optimizer: str
+
+
+@dataclass(frozen=True)
+class Resume(Event):
+    name: ClassVar[str] = "resume"
+    rounds_done: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class BaselineMeasured(Event):
+    name: ClassVar[str] = "baseline"
+    commit: str | None
+    metrics: dict[str, Any]
+    gates: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RoundStarted(Event):
+    name: ClassVar[str] = "round"
+    round: int
+    incumbent: str
+    resumed: int
+    """Candidates of this round an interrupted run already decided."""
+
+
+@dataclass(frozen=True)
+class CandidateDecided(Event):
+    """A candidate's verdict as it was decided: ``accepted`` may later be superseded."""
+
+    name: ClassVar[str] = "candidate"
+    record: CandidateRecord
+    gates: list[GateStatus] | None = None
+    """None for a candidate refused before evaluation (no gate keys on its line)."""
+    seconds: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    exit_code: int | None = None
+    executor: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        from pytest_autopilot.loop.state import record_to_json
+
+        data = record_to_json(self.record)
+        if self.gates is None:
+            return data
+        data.update(
+            gates=[asdict(s) for s in self.gates],
+            seconds=round(self.seconds, 3),
+            started=round(self.started, 3),
+            finished=round(self.finished, 3),
+            exit_code=self.exit_code,
+        )
+        if self.executor:
+            data["executor"] = self.executor
+        return data
+
+
+@dataclass(frozen=True)
+class Measured(Event):
+    """A re-measurement (the incumbent for a round, a confirmation)."""
+
+    name: ClassVar[str] = "measure"
+    label: str
+    commit: str
+    status: str
+    reason: str
+    metrics: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Superseded(Event):
+    name: ClassVar[str] = "superseded"
+    id: str
+    by: str
+
+
+@dataclass(frozen=True)
+class RoundDone(Event):
+    name: ClassVar[str] = "round_done"
+    round: int
+    incumbent: str
+    accepted: list[str]
+    """Every candidate of the round that passed acceptance, the superseded ones included."""
+
+
+@dataclass(frozen=True)
+class OptimizerError(Event):
+    name: ClassVar[str] = "optimizer_error"
+    round: int
+    traceback: str
+
+
+@dataclass(frozen=True)
+class Stopped(Event):
+    name: ClassVar[str] = "stop"
+    reason: str
+    exit_status: int
+
+
+@dataclass(frozen=True)
+class Applied(Event):
+    """``--autopilot-apply`` merged the best commit into the user's branch."""
+
+    name: ClassVar[str] = "apply"
+    commit: str
+    how: str

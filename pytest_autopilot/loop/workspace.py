@@ -427,6 +427,14 @@ class Workspace:
 
     # -- bringing the result in -------------------------------------------------------------
 
+    def is_ancestor(self, commit: str, head: str) -> bool:
+        """Whether ``commit`` is already part of ``head``'s history."""
+        try:
+            self.git("merge-base", "--is-ancestor", commit, head)
+        except GitError:
+            return False
+        return True
+
     def merge(self, commit: str) -> tuple[bool, str]:
         """Bring ``commit`` onto the current branch: fast-forward, else a merge commit.
 
