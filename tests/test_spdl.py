@@ -113,19 +113,19 @@ def mean_step_of(note: str) -> float:
 
 
 def test_stage_statistics_and_bottleneck_of_a_real_pipeline(pytester: pytest.Pytester) -> None:
-    # 'slow' sleeps 5 ms per item on one slot; 'fast' hands items on in the event loop.
-    data = run_pipeline_session(pytester, slow=0.005, fast=None)
+    # 'slow' sleeps 10 ms per item on one slot; 'fast' hands items on in the event loop.
+    data = run_pipeline_session(pytester, slow=0.01, fast=None)
     metrics = data["metrics"]
     assert len(metrics["test_step_time"]["samples"]) == 10, (
         "one sample per timed batch, warm-up batches dropped"
     )
     note = note_of(data)
     step = mean_step_of(note)
-    assert step >= 0.7 * 8 * 0.005, "8 sleeps of 5 ms in a row per batch, less what was buffered"
+    assert step >= 0.7 * 8 * 0.01, "8 sleeps of 10 ms in a row per batch, less what was buffered"
 
     slow_task = metrics["spdl.stage.slow.task_time"]["value"]
     fast_task = metrics["spdl.stage.fast.task_time"]["value"]
-    assert slow_task >= 0.005, "a task lasts at least its sleep"
+    assert slow_task >= 0.01, "a task lasts at least its sleep"
     assert slow_task <= step / 4, "8 tasks on one slot per batch: a task is about step / 8"
     assert 0 <= fast_task < slow_task / 10
     # The one slot of 'slow' works through each batch: its busy time is about the step, and
@@ -144,9 +144,10 @@ def test_stage_statistics_and_bottleneck_of_a_real_pipeline(pytester: pytest.Pyt
 
 
 def test_concurrency_moves_the_bottleneck(pytester: pytest.Pytester) -> None:
-    # 8 x 2 ms over 8 slots is 2 ms per batch; 8 x 4 ms on one slot is 32 ms. A loaded
-    # machine adds about as much to every task, which only widens the gap.
-    data = run_pipeline_session(pytester, slow=0.002, fast=0.004, slow_concurrency=8)
+    # 8 x 4 ms over 8 slots is 4 ms per batch; 8 x 2 ms on one slot is 16 ms (and 'slow'
+    # would be the bottleneck if its concurrency were ignored). A loaded machine adds about
+    # as much to every task, which only widens the gap.
+    data = run_pipeline_session(pytester, slow=0.004, fast=0.002, slow_concurrency=8)
     metrics = data["metrics"]
     assert (
         metrics["spdl.stage.slow.busy_time"]["value"]
