@@ -151,6 +151,8 @@ class AutopilotConfig:
     acceptance: Acceptance = field(default_factory=Acceptance)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    benchmark_statistic: Mapping[str, str] = field(default_factory=dict)
+    """Metric -> median | min | mean: the statistic a benchmark metric's value uses."""
 
     def relpath(self) -> str | None:
         """The config file relative to the rootdir (it is always protected)."""
@@ -187,6 +189,7 @@ _TOP_KEYS = (
     "acceptance",
     "datasets",
     "search",
+    "benchmark_statistic",
 )
 _GATE_KINDS: tuple[GateKind, ...] = ("min", "max", "max_regression", "min_gain")
 _SPACE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -412,7 +415,18 @@ class _Parser:
             acceptance=self.acceptance(top.get("acceptance")),
             datasets=self.datasets(top.get("datasets")),
             search=self.search(top.get("search")),
+            benchmark_statistic=self.benchmark_statistic(top.get("benchmark_statistic")),
         )
+
+    def benchmark_statistic(self, value: object) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail("benchmark_statistic", "a mapping of metric name to median|min|mean", value)
+        for name, stat in value.items():
+            if stat not in ("median", "min", "mean"):
+                self.fail(f"benchmark_statistic.{name}", "median, min or mean", stat)
+        return {str(name): str(stat) for name, stat in value.items()}
 
     def experiment(self, value: object) -> str:
         what = (
