@@ -82,7 +82,7 @@ def _metric(
         samples = [float(x) for x in data]
         return Metric(name, compute(statistic, samples), "min", samples, nodeid)
     value = stats.get(statistic)
-    if not _number(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise pytest.UsageError(
             f"{where}.stats.{statistic}: expected a number (the statistic this metric uses), "
             f"got {value!r}"

@@ -108,7 +108,7 @@ def _finite(value: float) -> float | None:
 
 
 def change_text(row: Mapping[str, Any]) -> str:
-    """``+3.1% [-1.2%, +7.0%]``; ``+3.1% (no samples)`` without an interval; ``-`` without a side."""
+    """``+3.1% [-1.2%, +7.0%]``; ``+3.1% (no noise test)`` without samples; ``-`` without a side."""
     change = row.get("change")
     if not isinstance(change, (int, float)):
         return "-"
@@ -119,6 +119,11 @@ def change_text(row: Mapping[str, Any]) -> str:
     if row.get("noise_test"):
         return f"{text} [interval unbounded]"
     return f"{text} (no noise test)"
+
+
+def header(current: str = "this run") -> tuple[str, ...]:
+    """:data:`HEADER` with the current side named (``best`` for a loop)."""
+    return (HEADER[0], HEADER[1], current, *HEADER[3:])
 
 
 def table_cells(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str]]:
@@ -137,9 +142,11 @@ def table_cells(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, 
     ]
 
 
-def terminal_lines(rows: Sequence[Mapping[str, Any]], prefix: str, title: str) -> list[str]:
+def terminal_lines(
+    rows: Sequence[Mapping[str, Any]], prefix: str, title: str, current: str = "this run"
+) -> list[str]:
     """The table aligned in columns, for pytest's terminal summary."""
-    cells = [HEADER, *table_cells(rows)]
+    cells = [header(current), *table_cells(rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
     lines = [f"{prefix} {title}"]
     for row in cells:

@@ -320,8 +320,6 @@ class AutopilotPlugin:
                     + ("no optimization loop" if flags.loop else "gates not checked")
                 )
             elif flags.gate or flags.loop:
-                from pytest_autopilot.gates import evaluate_gates
-
                 # In a loop without a baseline file, round 0 is its own baseline: the loop
                 # judges relative gates against the baseline it measures itself.
                 baseline = self.baseline if self.baseline is not None or not flags.loop else result
@@ -373,7 +371,13 @@ class AutopilotPlugin:
             base = SessionResult.from_json(payload["baseline"], source="baseline")
         except (KeyError, TypeError, pytest.UsageError):
             return
-        self.comparison = comparison_rows(self.autopilot_config(), best, base)
+        from pytest_autopilot.proposals import GateStatus
+
+        try:
+            statuses = [GateStatus(**g) for g in payload.get("gates") or []]
+        except TypeError:
+            statuses = []
+        self.comparison = comparison_rows(self.autopilot_config(), best, base, statuses)
         self.comparison_title = f"best ({payload['best'].get('id', 'best')}) against the baseline"
 
     def _write(
@@ -422,7 +426,8 @@ class AutopilotPlugin:
         if self.comparison:
             from pytest_autopilot.comparison import terminal_lines
 
-            lines += terminal_lines(self.comparison, "autopilot:", self.comparison_title)
+            current = "best" if self.flags.loop else "this run"
+            lines += terminal_lines(self.comparison, "autopilot:", self.comparison_title, current)
         lines += [f"autopilot: {note}" for note in self.notes]
         here = self.config.invocation_params.dir
         lines += [f"autopilot: wrote {_shown(path, here)}" for path in self.written]

@@ -178,12 +178,12 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
 
     comparison = payload.get("comparison") or []
     if comparison:
-        from pytest_autopilot.comparison import HEADER, table_cells
+        from pytest_autopilot.comparison import header, table_cells
 
-        title = "best against the baseline" if payload.get("rounds") else "against the baseline"
-        lines += [f"### Comparison: {title}", ""]
-        lines += _table(HEADER, table_cells(comparison))
-        lines += ["", "Change: this run / baseline - 1, with its confidence interval.", ""]
+        current = "best" if payload.get("rounds") is not None else "this run"
+        lines += [f"### Comparison: {current} against the baseline", ""]
+        lines += _table(header(current), table_cells(comparison))
+        lines += ["", f"Change: {current} / baseline - 1, with its confidence interval.", ""]
 
     metrics = payload.get("metrics") or {}
     heading = "Metrics of round 0 (this session)" if payload.get("rounds") else "Metrics"
