@@ -56,7 +56,8 @@ def test_plain_lines_every_interval_when_not_a_terminal(pytester: pytest.Pyteste
         "autopilot: round 1/10 | best loss 9.5 (r0) | left 10 rounds, 1h00m, time left unknown yet",
         "autopilot: round 1/10 | running r1c1 32s, r1c2 32s | best loss 9.5 (r0) | "
         "left 10 rounds, 59m28s, time left unknown yet",
-        "autopilot: round 1/10 | best loss 4.5 (r1c1) | left 10 rounds, 58m57s, time left unknown yet",
+        "autopilot: round 1/10 | best loss 4.5 (r1c1) | "
+        "left 10 rounds, 58m57s, time left unknown yet",
         "autopilot: round 2/10 | best loss 4.5 (r1c1) | left 9 rounds, 58m52s, about 9m27s to go",
     ]
     assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
