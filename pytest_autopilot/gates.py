@@ -33,11 +33,19 @@ def evaluate_gates(
 ) -> list[GateStatus]:
     """Check every gate of the config against ``result`` (and ``baseline`` for relative ones).
 
+    Benchmark metrics named in ``benchmark_statistic`` use that statistic on both sides.
+
     Raises ``pytest.UsageError`` before evaluating anything when a gate cannot be checked
     at all: a relative gate without a baseline, an ambiguous metric name, or a metric that
     no test produced in a session where every test passed.
     """
     require_baseline(config, baseline)
+    if config.benchmark_statistic:
+        from pytest_autopilot.benchjson import with_statistics
+
+        result = with_statistics(result, config.benchmark_statistic)
+        if baseline is not None:
+            baseline = with_statistics(baseline, config.benchmark_statistic)
     ambiguous = ambiguous_names(result.metrics.values())
     for index, gate in enumerate(config.gates):
         if gate.metric in ambiguous:

@@ -341,17 +341,17 @@ class AutopilotPlugin:
         self, session: pytest.Session, result: SessionResult, baseline: SessionResult | None
     ) -> None:
         """Gates, the rule for failing dataset cases, and the table against a baseline file."""
-        from pytest_autopilot.benchjson import with_statistics
         from pytest_autopilot.gates import evaluate_gates, judge_failures
 
         config = self.autopilot_config()
-        result = with_statistics(result, config.benchmark_statistic)
         self.statuses = evaluate_gates(config, result, baseline)
         self.judgement = judge_failures(config.gates, result)
         if self.baseline is not None:
+            from pytest_autopilot.benchjson import with_statistics
             from pytest_autopilot.comparison import comparison_rows
 
-            self.comparison = comparison_rows(config, result, self.baseline, self.statuses)
+            current = with_statistics(result, config.benchmark_statistic)
+            self.comparison = comparison_rows(config, current, self.baseline, self.statuses)
             self.comparison_title = "this run against the baseline file"
         if not self.flags.gate:
             return

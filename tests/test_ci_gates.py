@@ -146,6 +146,7 @@ def test_comparison_table_in_terminal_json_and_markdown(pytester: pytest.Pyteste
         "--autopilot-baseline=base.json",
         "--autopilot-json=out.json",
         "--autopilot-report=report.md",
+        "--autopilot-html=report.html",
     )
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -162,8 +163,11 @@ def test_comparison_table_in_terminal_json_and_markdown(pytester: pytest.Pyteste
     assert rows["test_sleep"]["noise_test"] is True
     assert rows["tests.total"]["noise_test"] is False
     markdown = (pytester.path / "report.md").read_text()
-    assert "### Comparison: against the baseline" in markdown
+    assert "### Comparison: this run against the baseline" in markdown
     assert "| metric | baseline | this run | change | gate |" in markdown
+    html = (pytester.path / "report.html").read_text()
+    assert "<h2>This run against the baseline</h2>" in html
+    assert "<h2>Gates</h2>" in html and "<h2>Convergence</h2>" not in html
 
 
 def benchmark_json(with_data: bool) -> dict[str, Any]:
