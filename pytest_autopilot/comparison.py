@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
+
 from pytest_autopilot import stats
 from pytest_autopilot.config import AutopilotConfig
 from pytest_autopilot.proposals import GateStatus
@@ -38,6 +40,17 @@ def comparison_rows(
         if id(base) not in seen:
             rows.append(_row(config, name, None, base, _gates_of(statuses, baseline, name, base)))
     return rows
+
+
+def loop_comparison(config: AutopilotConfig, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The loop's table from its JSON payload: best against baseline, with the best's gates."""
+    try:
+        best = SessionResult.from_json(payload["best"], source="best")
+        base = SessionResult.from_json(payload["baseline"], source="baseline")
+        statuses = [GateStatus(**g) for g in payload.get("gates") or []]
+    except (KeyError, TypeError, pytest.UsageError):
+        return []
+    return comparison_rows(config, best, base, statuses)
 
 
 def _counterpart(session: SessionResult, metric: Metric) -> Metric | None:

@@ -363,22 +363,11 @@ class AutopilotPlugin:
 
     def _compare_loop(self, payload: dict[str, Any]) -> None:
         """The loop's table: its best commit against the baseline it measured."""
-        from pytest_autopilot.comparison import comparison_rows
-        from pytest_autopilot.results import SessionResult
+        from pytest_autopilot.comparison import loop_comparison
 
-        try:
-            best = SessionResult.from_json(payload["best"], source="best")
-            base = SessionResult.from_json(payload["baseline"], source="baseline")
-        except (KeyError, TypeError, pytest.UsageError):
-            return
-        from pytest_autopilot.proposals import GateStatus
-
-        try:
-            statuses = [GateStatus(**g) for g in payload.get("gates") or []]
-        except TypeError:
-            statuses = []
-        self.comparison = comparison_rows(self.autopilot_config(), best, base, statuses)
-        self.comparison_title = f"best ({payload['best'].get('id', 'best')}) against the baseline"
+        self.comparison = loop_comparison(self.autopilot_config(), payload)
+        best = payload.get("best") or {}
+        self.comparison_title = f"best ({best.get('id', 'best')}) against the baseline"
 
     def _write(
         self, result: SessionResult, loop_payload: dict[str, Any] | None, session: pytest.Session
