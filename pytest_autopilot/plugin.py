@@ -304,14 +304,14 @@ class AutopilotPlugin:
         try:
             if (flags.gate or flags.loop) and self.collect_only:
                 self.notes.append(
-                    f"--collect-only: collected {len(session.items)} tests; "
+                    f"--collect-only: collected {session.testscollected} tests; "
                     + ("no optimization loop was run" if flags.loop else "gates not checked")
                 )
-            elif flags.loop and not session.items and _selection(self.config):
+            elif flags.loop and not session.testscollected and _selection(self.config):
+                deselected = f" ({self.deselected} deselected)" if self.deselected else ""
                 raise pytest.UsageError(
-                    f"{_selection(self.config)} selected no test "
-                    f"({self.deselected} deselected): nothing to measure, "
-                    "so no optimization loop; change the selection"
+                    f"{_selection(self.config)} selected no test{deselected}: nothing to "
+                    "measure, so no optimization loop; change the selection"
                 )
             elif (flags.gate or flags.loop) and session.exitstatus not in COMPLETE_SESSION:
                 self.errors.append(
