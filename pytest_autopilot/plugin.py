@@ -304,7 +304,8 @@ class AutopilotPlugin:
         try:
             if (flags.gate or flags.loop) and self.collect_only:
                 self.notes.append(
-                    f"--collect-only: collected {session.testscollected} tests; "
+                    f"--collect-only: collected {session.testscollected} "
+                    + ("test; " if session.testscollected == 1 else "tests; ")
                     + ("no optimization loop was run" if flags.loop else "gates not checked")
                 )
             elif flags.loop and not session.testscollected and _selection(self.config):

@@ -243,7 +243,7 @@ def test_collect_only_with_autopilot_runs_no_loop(pytester: pytest.Pytester) -> 
     result.stdout.fnmatch_lines(
         [
             "*<Function test_loss>*",
-            "autopilot: --collect-only: collected 1 tests; no optimization loop was run",
+            "autopilot: --collect-only: collected 1 test; no optimization loop was run",
         ]
     )
 

@@ -88,3 +88,28 @@ def test_inspect_apply_and_clean_an_experiment(pytester: pytest.Pytester) -> Non
     assert not (repo.path / ".autopilot" / "demo").exists()
     assert repo.git("for-each-ref", "refs/autopilot/", "refs/heads/autopilot/") == ""
     assert command(repo, "list").stdout.startswith("no experiment recorded")
+
+
+def test_the_record_is_read_defensively(tmp_path: Path) -> None:
+    from pytest_autopilot.experiments import experiment_dirs, read_experiment
+
+    record = tmp_path / ".autopilot" / "old"
+    record.mkdir(parents=True)
+    (tmp_path / ".autopilot" / "worktrees").mkdir()
+    (record / "state.json").write_text('{"records": "not a list", "gates": []}')
+    (record / "journal.jsonl").write_text(
+        '{"event": "start"}\n'
+        '{"event": "baseline", "commit": "abc", "metrics": {"loss": {"value": 2}}}\n'
+        '{"event": "candidate", "id": "r1c1", "round": "one", "commit": "def", '
+        '"parent": "abc", "verdict": "accepted", "metrics": []}\n'
+        '{"event": "stop", "reason": "interrupted", "exit_status": 2}\n'
+        '{"event": "candid'
+    )
+    (dirs,) = experiment_dirs(tmp_path / ".autopilot")
+    experiment = read_experiment(dirs)
+    assert experiment.ids() == ["r0", "r1c1"]
+    assert experiment.status == "interrupted (the same command resumes)"
+    assert experiment.best == "r1c1"
+    cand = experiment.find("r1c1")
+    assert cand is not None and cand.round is None and cand.metrics == {}
+    assert experiment.id_of_commit("abc") == "r0"
