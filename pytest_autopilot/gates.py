@@ -12,6 +12,9 @@ so that a difference within the measurement noise is not a regression.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from difflib import get_close_matches
 
 import pytest
@@ -30,11 +33,19 @@ def evaluate_gates(
 ) -> list[GateStatus]:
     """Check every gate of the config against ``result`` (and ``baseline`` for relative ones).
 
+    Benchmark metrics named in ``benchmark_statistic`` use that statistic on both sides.
+
     Raises ``pytest.UsageError`` before evaluating anything when a gate cannot be checked
     at all: a relative gate without a baseline, an ambiguous metric name, or a metric that
     no test produced in a session where every test passed.
     """
     require_baseline(config, baseline)
+    if config.benchmark_statistic:
+        from pytest_autopilot.benchjson import with_statistics
+
+        result = with_statistics(result, config.benchmark_statistic)
+        if baseline is not None:
+            baseline = with_statistics(baseline, config.benchmark_statistic)
     ambiguous = ambiguous_names(result.metrics.values())
     for index, gate in enumerate(config.gates):
         if gate.metric in ambiguous:
@@ -218,3 +229,97 @@ def _fmt(value: float) -> str:
 
 def _pct(fraction: float) -> str:
     return f"{fraction * 100:g}%"
+
+
+DATASET_METRIC_RE = re.compile(r"(?:(?:train|val|test)\.)?(?:pass_rate|score)")
+"""What follows ``<dataset>.`` in a dataset metric's name: ``pass_rate``, ``val.pass_rate``..."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Whether a session's test failures fail the run, once gates are in play.
+
+    A failing dataset case is a measurement when a gate names a metric of its dataset: the
+    gates then decide. Failures outside datasets, and dataset cases that no gate watches,
+    keep pytest's verdict.
+    """
+
+    tests_ok: bool
+    """No failure that fails the run by itself (the gates still have their say)."""
+    measured: Mapping[str, int]
+    """Dataset stem -> failing cases judged by gates."""
+    unjudged: Mapping[str, int]
+    """Dataset stem -> failing cases of a dataset no gate names (they fail the run)."""
+    outside: int
+    """Failing tests outside datasets (they fail the run)."""
+    gates: Mapping[str, tuple[str, ...]]
+    """Dataset stem -> the gate conditions that judge it (``words.val.pass_rate >= 0.5``)."""
+
+    def summary(self) -> str | None:
+        """Which rule applied, for the terminal and the reports; ``None`` when nothing failed."""
+        parts = []
+        measured = sum(self.measured.values())
+        if measured:
+            conditions = [c for ds in sorted(self.measured) for c in self.gates[ds]]
+            word = "gate" if len(conditions) == 1 else "gates"
+            parts.append(f"{_cases(measured)} failed; judged by {word} {', '.join(conditions)}")
+        for dataset, count in sorted(self.unjudged.items()):
+            parts.append(
+                f"{_cases(count)} of {dataset} failed and no gate names a {dataset} metric: "
+                "pytest's outcome stands"
+            )
+        if self.outside:
+            test_word = "test" if self.outside == 1 else "tests"
+            parts.append(f"{self.outside} {test_word} outside datasets failed: the run fails")
+        return "; ".join(parts) or None
+
+
+def judge_failures(gates: Sequence[GateSpec], result: SessionResult) -> Judgement:
+    """Apply the contract's rule for failing dataset cases under ``--autopilot-gate``/loops.
+
+    The loop calls this for candidates too: a candidate whose only failures are dataset cases
+    watched by gates is judged on its gates, like the session that started the loop.
+    """
+    failing: dict[str, int] = {}
+    outside = 0
+    for test in result.tests.values():
+        if test.outcome not in ("failed", "error"):
+            continue
+        if test.dataset is None:
+            outside += 1
+        else:
+            failing[test.dataset] = failing.get(test.dataset, 0) + 1
+    watched: dict[str, tuple[str, ...]] = {}
+    for dataset in failing:
+        conditions = tuple(
+            _condition(gate) for gate in gates if names_dataset(gate.metric, dataset)
+        )
+        if conditions:
+            watched[dataset] = conditions
+    measured = {ds: n for ds, n in failing.items() if ds in watched}
+    unjudged = {ds: n for ds, n in failing.items() if ds not in watched}
+    return Judgement(
+        tests_ok=not outside and not unjudged,
+        measured=measured,
+        unjudged=unjudged,
+        outside=outside,
+        gates=watched,
+    )
+
+
+def names_dataset(metric: str, dataset: str) -> bool:
+    """Whether ``metric`` is one of the dataset's own metrics (``words.val.pass_rate``)."""
+    prefix = dataset + "."
+    return metric.startswith(prefix) and bool(DATASET_METRIC_RE.fullmatch(metric[len(prefix) :]))
+
+
+def _condition(gate: GateSpec) -> str:
+    if gate.kind == "min":
+        return f"{gate.metric} >= {_fmt(gate.threshold)}"
+    if gate.kind == "max":
+        return f"{gate.metric} <= {_fmt(gate.threshold)}"
+    return f"{gate.metric} {gate.kind} {_pct(gate.threshold)}"
+
+
+def _cases(count: int) -> str:
+    return f"{count} dataset case" + ("" if count == 1 else "s")

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from pytest_autopilot import metrics
 if TYPE_CHECKING:
     from pytest_autopilot.config import AutopilotConfig, DatasetSettings
     from pytest_autopilot.datasets import DatasetCatalog
+    from pytest_autopilot.gates import Judgement
     from pytest_autopilot.proposals import GateStatus
     from pytest_autopilot.results import SessionResult
 
@@ -86,6 +88,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--autopilot-save", "PATH", file_path, "write this session's metrics, for a baseline"),
         ("--autopilot-json", "PATH", file_path, "write metrics, gates and rounds as JSON"),
         ("--autopilot-report", "PATH", file_path, "write a Markdown report (and to GitHub)"),
+        ("--autopilot-html", "PATH", file_path, "write a self-contained HTML report"),
         ("--autopilot-optimizer", "NAME", optimizer_name, "override the config's optimizer"),
         ("--autopilot-rounds", "N", positive_int, "override budget.rounds"),
         ("--autopilot-candidates", "K", positive_int, "override budget.candidates"),
@@ -146,6 +149,7 @@ class Flags:
         self.save = path(opt.autopilot_save)
         self.json = path(opt.autopilot_json)
         self.report = path(opt.autopilot_report)
+        self.html = path(opt.autopilot_html)
         self.optimizer: str | None = opt.autopilot_optimizer
         self.rounds: int | None = opt.autopilot_rounds
         self.candidates: int | None = opt.autopilot_candidates
@@ -189,6 +193,13 @@ class AutopilotPlugin:
         self._result: SessionResult | None = None
         self.baseline: SessionResult | None = None
         self.statuses: list[GateStatus] = []
+        self.judgement: Judgement | None = None
+        self.comparison: list[dict[str, Any]] = []
+        self.comparison_title = ""
+        self.notes: list[str] = []
+        """What the user should know that is neither a verdict nor an error."""
+        self.collect_only = bool(config.option.collectonly)
+        self.deselected = 0
         self.errors: list[str] = []
         self.written: list[Path] = []
         self.helpers: list[object] = []
@@ -225,21 +236,25 @@ class AutopilotPlugin:
 
     def configure(self) -> None:
         """Fail fast, before any test runs, on a bad flag, config, baseline or loop setup."""
-        if self.worker:
+        if self.worker or _showing_help(self.config):
             return
         flags = self.flags
         flags.check()
         if flags.gate or flags.loop:
             autopilot_config = self.autopilot_config()
             if flags.baseline is not None:
-                from pytest_autopilot.results import read_session_file
+                from pytest_autopilot.benchjson import read_baseline
 
-                self.baseline = read_session_file(flags.baseline)
+                self.baseline, self.notes = read_baseline(
+                    flags.baseline,
+                    autopilot_config.benchmark_statistic,
+                    self.config.option.autopilot_baseline,
+                )
             elif flags.gate:
                 from pytest_autopilot.gates import require_baseline
 
                 require_baseline(autopilot_config, None)
-            if flags.loop:
+            if flags.loop and not self.collect_only:
                 from pytest_autopilot.loop.controller import prepare_loop
 
                 prepare_loop(self.config, autopilot_config)
@@ -258,6 +273,9 @@ class AutopilotPlugin:
                 self._datasets.parametrize(metafunc, marker)
             except (DatasetError, pytest.UsageError) as exc:
                 raise pytest.Collector.CollectError(str(exc)) from None
+
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        self.deselected += len(items)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         used = self._datasets.used if self._datasets is not None else set()
@@ -278,48 +296,89 @@ class AutopilotPlugin:
         if xml is not None:
             for name, value in metrics.junit_properties(self.result()):
                 xml.add_global_property(name, value)
-        if not (flags.gate or flags.loop or flags.json or flags.save or flags.report):
+        if not (flags.gate or flags.loop or flags.json or flags.save or flags.report or flags.html):
             return
         result = self.result()
         loop_payload: dict[str, Any] | None = None
         try:
-            if (flags.gate or flags.loop) and session.exitstatus not in COMPLETE_SESSION:
+            if (flags.gate or flags.loop) and self.collect_only:
+                self.notes.append(
+                    f"--collect-only: collected {session.testscollected} "
+                    + ("test; " if session.testscollected == 1 else "tests; ")
+                    + ("no optimization loop was run" if flags.loop else "gates not checked")
+                )
+            elif flags.loop and not session.testscollected and _selection(self.config):
+                deselected = f" ({self.deselected} deselected)" if self.deselected else ""
+                raise pytest.UsageError(
+                    f"{_selection(self.config)} selected no test{deselected}: nothing to "
+                    "measure, so no optimization loop; change the selection"
+                )
+            elif (flags.gate or flags.loop) and session.exitstatus not in COMPLETE_SESSION:
                 self.errors.append(
                     f"the session ended with exit status {int(session.exitstatus)} "
                     "(interrupted, or nothing collected): "
                     + ("no optimization loop" if flags.loop else "gates not checked")
                 )
             elif flags.gate or flags.loop:
-                from pytest_autopilot.gates import evaluate_gates
-
                 # In a loop without a baseline file, round 0 is its own baseline: the loop
                 # judges relative gates against the baseline it measures itself.
                 baseline = self.baseline if self.baseline is not None or not flags.loop else result
-                self.statuses = evaluate_gates(self.autopilot_config(), result, baseline)
-                if (
-                    flags.gate
-                    and session.exitstatus == pytest.ExitCode.OK
-                    and not all(s.passed for s in self.statuses)
-                ):
-                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+                self._judge(session, result, baseline)
                 if flags.loop:
                     from pytest_autopilot.loop.controller import run_loop
 
                     outcome = run_loop(self.config, self.autopilot_config(), result)
                     session.exitstatus = outcome.exit_status
                     loop_payload = outcome.payload
+                    self._compare_loop(loop_payload)
         except pytest.UsageError as exc:
             self.errors.append(str(exc))
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        if flags.json or flags.save or flags.report:
+        if flags.json or flags.save or flags.report or flags.html:
             self._write(result, loop_payload, session)
+
+    def _judge(
+        self, session: pytest.Session, result: SessionResult, baseline: SessionResult | None
+    ) -> None:
+        """Gates, the rule for failing dataset cases, and the table against a baseline file."""
+        from pytest_autopilot.gates import evaluate_gates, judge_failures
+
+        config = self.autopilot_config()
+        self.statuses = evaluate_gates(config, result, baseline)
+        self.judgement = judge_failures(config.gates, result)
+        if self.baseline is not None:
+            from pytest_autopilot.benchjson import with_statistics
+            from pytest_autopilot.comparison import comparison_rows
+
+            current = with_statistics(result, config.benchmark_statistic)
+            self.comparison = comparison_rows(config, current, self.baseline, self.statuses)
+            self.comparison_title = "this run against the baseline file"
+        if not self.flags.gate:
+            return
+        gates_pass = all(s.passed for s in self.statuses)
+        if not self.judgement.tests_ok or not gates_pass:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif self.judgement.measured:
+            session.exitstatus = pytest.ExitCode.OK
+
+    def _compare_loop(self, payload: dict[str, Any]) -> None:
+        """The loop's table: its best commit against the baseline it measured."""
+        from pytest_autopilot.comparison import loop_comparison
+
+        self.comparison = loop_comparison(self.autopilot_config(), payload)
+        best = payload.get("best") or {}
+        self.comparison_title = f"best ({best.get('id', 'best')}) against the baseline"
 
     def _write(
         self, result: SessionResult, loop_payload: dict[str, Any] | None, session: pytest.Session
     ) -> None:
         from pytest_autopilot import report
 
-        payload = report.build_payload(result, self.statuses, loop_payload)
+        payload = report.build_payload(
+            result, self.statuses, loop_payload, judgement=self.judgement
+        )
+        if self.comparison:
+            payload["comparison"] = self.comparison
         if self.errors:
             payload["passed"] = False
             payload["error"] = "; ".join(self.errors)
@@ -332,6 +391,10 @@ class AutopilotPlugin:
                 save_path=flags.save,
                 report_path=flags.report,
             )
+            if flags.html is not None:
+                from pytest_autopilot.html_report import write_html
+
+                self.written.append(write_html(flags.html, payload, self.config))
         except OSError as exc:
             self.errors.append(f"cannot write {exc.filename}: {exc.strerror}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -344,8 +407,17 @@ class AutopilotPlugin:
             from pytest_autopilot.report import gate_lines
 
             lines += gate_lines(self.statuses, self.baseline)
-            if not self.statuses and not self.errors:
+            if not self.statuses and not self.errors and not self.collect_only:
                 lines.append("autopilot: no gates to check (add `gates:` to autopilot.yaml)")
+        summary = self.judgement.summary() if self.judgement is not None else None
+        if summary is not None and self.flags.gate:
+            lines.append(f"autopilot: {summary}")
+        if self.comparison:
+            from pytest_autopilot.comparison import terminal_lines
+
+            current = "best" if self.flags.loop else "this run"
+            lines += terminal_lines(self.comparison, "autopilot:", self.comparison_title, current)
+        lines += [f"autopilot: {note}" for note in self.notes]
         here = self.config.invocation_params.dir
         lines += [f"autopilot: wrote {_shown(path, here)}" for path in self.written]
         lines += [f"autopilot: ERROR: {error}" for error in self.errors]
@@ -382,6 +454,21 @@ class XdistHooks:
         data = getattr(node, "workeroutput", {}).get("autopilot")
         if data:
             self.recorder.merge_worker_output(data)
+
+
+def _showing_help(config: pytest.Config) -> bool:
+    """``--help`` and ``--version`` print and exit: a config error must not stop them."""
+    return bool(getattr(config.option, "help", False) or getattr(config.option, "version", False))
+
+
+def _selection(config: pytest.Config) -> str:
+    """The ``-k``/``-m`` options of this run, as the user typed them ("" when none)."""
+    parts = []
+    if config.option.keyword:
+        parts.append(f"-k {config.option.keyword!r}")
+    if config.option.markexpr:
+        parts.append(f"-m {config.option.markexpr!r}")
+    return " and ".join(parts)
 
 
 def _shown(path: Path, here: Path) -> str:

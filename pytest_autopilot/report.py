@@ -12,10 +12,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_autopilot.proposals import GateStatus
 from pytest_autopilot.results import FORMAT_VERSION, SessionResult, write_json
+
+if TYPE_CHECKING:
+    from pytest_autopilot.gates import Judgement
 
 PREFIX = "autopilot:"
 RELATIVE_KINDS = ("max_regression", "min_gain")
@@ -73,15 +76,21 @@ def build_payload(
     result: SessionResult,
     statuses: Sequence[GateStatus],
     loop_payload: Mapping[str, Any] | None = None,
+    *,
+    judgement: Judgement | None = None,
 ) -> dict[str, Any]:
     """The ``--autopilot-json`` document.
 
-    ``passed`` is true when every checked gate passed and no test failed: what a CI step
-    should report. A loop's payload (``rounds``, ``baseline``, ``best``, and its own final
-    ``gates`` and ``passed``) is merged over it.
+    ``passed`` is true when every checked gate passed and no test failed, except dataset cases
+    that gates judge (``judgement``): what a CI step should report. A loop's payload
+    (``rounds``, ``baseline``, ``best``, and its own final ``gates`` and ``passed``) is merged
+    over it.
     """
     session = result.to_json()
-    tests_ok = not any(t.outcome in ("failed", "error") for t in result.tests.values())
+    if judgement is not None:
+        tests_ok = judgement.tests_ok
+    else:
+        tests_ok = not any(t.outcome in ("failed", "error") for t in result.tests.values())
     payload: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "metrics": session["metrics"],
@@ -91,6 +100,9 @@ def build_payload(
         "tests": session["tests"],
         "protected_files": session["protected_files"],
     }
+    summary = judgement.summary() if judgement is not None else None
+    if summary is not None:
+        payload["judgement"] = summary
     if loop_payload:
         payload.update(loop_payload)
     return payload
@@ -143,6 +155,8 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
     lines = ["## pytest-autopilot", "", f"**Result: {verdict}**", ""]
     if payload.get("error"):
         lines += [f"**Error:** {_cell(payload['error'])}", ""]
+    if payload.get("judgement"):
+        lines += [f"Tests: {_cell(payload['judgement'])}", ""]
 
     gates = payload.get("gates") or []
     if gates:
@@ -161,6 +175,15 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
             ],
         )
         lines.append("")
+
+    comparison = payload.get("comparison") or []
+    if comparison:
+        from pytest_autopilot.comparison import header, table_cells
+
+        current = "best" if payload.get("rounds") is not None else "this run"
+        lines += [f"### Comparison: {current} against the baseline", ""]
+        lines += _table(header(current), table_cells(comparison))
+        lines += ["", f"Change: {current} / baseline - 1, with its confidence interval.", ""]
 
     metrics = payload.get("metrics") or {}
     heading = "Metrics of round 0 (this session)" if payload.get("rounds") else "Metrics"

@@ -130,7 +130,13 @@ def _output_files(pytest_config: pytest.Config, workspace: Workspace) -> list[st
     """Files this run writes into the tree (repository-relative): not part of any baseline."""
     here = pytest_config.invocation_params.dir
     paths = []
-    for option in ("autopilot_json", "autopilot_report", "autopilot_save", "xmlpath"):
+    for option in (
+        "autopilot_json",
+        "autopilot_report",
+        "autopilot_save",
+        "autopilot_html",
+        "xmlpath",
+    ):
         value = pytest_config.getoption(option, None)
         if isinstance(value, str) and value:
             try:

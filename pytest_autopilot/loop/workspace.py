@@ -268,6 +268,10 @@ class Workspace:
             parts.append(f"{path} +{added} -{deleted}")
         return ", ".join(parts)
 
+    def diff_text(self, old: str, new: str) -> str:
+        """The unified diff from ``old`` to ``new``, as ``git diff`` shows it (for reports)."""
+        return self.git("diff", "--no-color", "--no-ext-diff", "-M", old, new)
+
     def changed_paths(self, old: str, new: str) -> list[str]:
         out = self.git("diff-tree", "-r", "-z", "--name-only", "--no-commit-id", old, new)
         return [p for p in out.split("\0") if p]
