@@ -11,13 +11,19 @@ repository, journal or refs.
 
 Requests (``op``):
 
-- ``hello``: create the cache directory; answer the interpreter, the environment the child
-  starts from, and whatever makes this machine unable to evaluate (no git, no pytest-autopilot).
+- ``hello``: create the cache directory; answer the interpreter, the part of the environment
+  the controller adapts for a child (``PYTHONPATH``, ``PYTEST_ADDOPTS``, this machine's timing
+  lock), and whatever makes this machine unable to evaluate (no git, no pytest-autopilot).
 - ``evaluate``: answer ``need`` when the commit is missing (the controller then sends
   ``{"bundle": bytes, "ref": name}``), then ``started``, then ``done`` with the outcome
   ``exited``, ``timeout`` or ``killed``. The child's process group is killed on timeout, on a
   ``kill`` message, and when the channel closes (the controller went away or cancelled).
 - ``cleanup``: remove the cache directory.
+
+:func:`_kill_group`, :func:`_read_tail`, :func:`_timing_lock_path` and
+:data:`TIMING_LOCK_ENV` are stdlib-only copies of :func:`pytest_autopilot.loop.process.kill_group`,
+:func:`~pytest_autopilot.loop.process.read_tail` and their counterparts in
+:mod:`pytest_autopilot.timing`: execnet ships this module's source alone, so it cannot import them.
 """
 
 from __future__ import annotations
@@ -67,6 +73,13 @@ def _timing_lock_path() -> str:
     return os.path.join(tempfile.gettempdir(), f"pytest-autopilot-{uid}.timing.lock")
 
 
+def _adapted_environ(env: dict[str, str]) -> dict[str, str]:
+    """What ``ChildSpec.environment`` starts from on the controller side."""
+    adapted = {key: env[key] for key in ("PYTHONPATH", "PYTEST_ADDOPTS") if env.get(key)}
+    adapted[TIMING_LOCK_ENV] = env.get(TIMING_LOCK_ENV, _timing_lock_path())
+    return adapted
+
+
 def hello(request: dict[str, Any]) -> dict[str, Any]:
     env = _environ(request["drop_env"])
     cache = tempfile.mkdtemp(prefix="pytest-autopilot-worker-")
@@ -95,8 +108,7 @@ def hello(request: dict[str, Any]) -> dict[str, Any]:
         "python": sys.executable,
         "cache": cache,
         "pathsep": os.pathsep,
-        "pythonpath": env.get("PYTHONPATH", ""),
-        "addopts": env.get("PYTEST_ADDOPTS", ""),
+        "environ": _adapted_environ(env),
         "problems": problems,
     }
 
@@ -167,8 +179,6 @@ def evaluate(channel: Any, request: dict[str, Any]) -> None:
         os.unlink(result_path)
     env = _environ(request["drop_env"])
     env.update(request["env"])
-    if request["timing_lock"]:
-        env.setdefault(TIMING_LOCK_ENV, _timing_lock_path())
     outcome = "exited"
     started = time.time()
     try:
