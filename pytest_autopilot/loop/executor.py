@@ -63,12 +63,13 @@ class Executor(Protocol):
     def cancel(self) -> None:
         """Stop every evaluation in flight (they return ``interrupted``) and refuse new ones.
 
-        Called from a signal handler: it must only set flags and signal processes.
+        Called from the Ctrl+C handler too: it returns promptly (sets flags, signals processes).
         """
         ...
 
     def close(self) -> None:
-        """Release what the executor holds (gateways, remote directories); called once, last."""
+        """Release what the executor holds (gateways, remote directories) when the run ends,
+        after :meth:`cancel` too; no evaluation starts afterwards."""
         ...
 
 
