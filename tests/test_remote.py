@@ -233,7 +233,7 @@ def test_a_socket_server_evaluates_and_receives_only_new_commits(
     ("victim", "first_failure"),
     [
         ("worker", "worker popen died during r1c1: "),
-        ("session", "session of r1c1 on worker popen was killed by signal 9: "),
+        ("session", "session killed by signal 9: "),
     ],
 )
 def test_a_worker_or_session_that_dies_mid_candidate_costs_one_attempt(
@@ -281,7 +281,7 @@ def test_a_worker_that_stays_dead_fails_the_candidate_with_the_reason(
     assert evaluation.status == "failed"
     assert evaluation.extra["retried"].startswith(f"worker {spec} died during r1c1: ")
     assert evaluation.reason.startswith(f"worker {spec} could not be started for r1c1: ")
-    assert evaluation.reason.endswith(f"(retried after: {evaluation.extra['retried']})")
+    assert evaluation.reason.endswith(f"(also on the first attempt: {evaluation.extra['retried']})")
 
 
 def test_a_gateway_that_cannot_be_made_fails_the_candidate_without_a_traceback(

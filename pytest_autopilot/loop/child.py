@@ -7,33 +7,47 @@ selection and options there (minus the loop's flags and xdist's distribution), a
 worktree. Baseline, incumbent re-measurements and candidates all go through the same
 :meth:`LocalExecutor.evaluate`, so they are measured under the same conditions.
 
-:class:`Executor` is the seam for evaluating elsewhere (issue 4: several at once, or on
-execnet gateways): anything that turns ``(label, commit, timeout)`` into an
-:class:`Evaluation` can replace :class:`LocalExecutor`.
+:class:`~pytest_autopilot.loop.executor.Executor` (in :mod:`.executor`, re-exported here) is
+the seam for evaluating elsewhere: :class:`~pytest_autopilot.loop.remote.ExecnetExecutor`
+runs the same :class:`ChildSpec` on execnet gateways.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
 
 import pytest
 
+from pytest_autopilot.loop.executor import (
+    Evaluation,
+    Executor,
+    Status,
+    evaluate_with_retry,
+    read_result,
+    timeout_reason,
+)
 from pytest_autopilot.loop.journal import ExperimentStore, note_child
+from pytest_autopilot.loop.process import kill_group
 from pytest_autopilot.loop.workspace import Workspace, clean_environ
-from pytest_autopilot.results import SessionResult
 from pytest_autopilot.timing import TIMING_LOCK_ENV, default_lock_path
+
+__all__ = [  # Evaluation, Executor and Status live in executor.py; imported from here too
+    "CHILD_ENV",
+    "ChildSpec",
+    "Evaluation",
+    "Executor",
+    "LocalExecutor",
+    "Status",
+    "child_args",
+]
 
 CHILD_ENV = "PYTEST_AUTOPILOT_CHILD"
 """Set in a child session's environment (to its label), so that it never starts a loop."""
@@ -188,56 +202,34 @@ class ChildSpec:
             return [self.python, "-m", "pytest", *args[:cut], *extra, *args[cut:]]
         return [self.python, "-m", "pytest", *args, *extra]
 
-    def environment(self, worktree: Path, label: str) -> dict[str, str]:
-        """The user's environment, with imports resolving to the worktree, not the checkout."""
-        env = clean_environ()
+    def environment(
+        self,
+        worktree: Path,
+        label: str,
+        base: Mapping[str, str] | None = None,
+        pathsep: str = os.pathsep,
+    ) -> dict[str, str]:
+        """The user's environment, with imports resolving to the worktree, not the checkout.
+
+        ``base`` is the environment the session starts from: by default this process's, without
+        the variables that relocate git; a remote worker passes the part of its own that
+        changes here (``PYTHONPATH``, ``PYTEST_ADDOPTS``, the timing lock) and its ``pathsep``.
+        """
+        env = clean_environ() if base is None else dict(base)
         paths = [str(worktree)]
         if self.rootdir_rel:
             paths.append(str(worktree / self.rootdir_rel))
-        for entry in env.get("PYTHONPATH", "").split(os.pathsep):
+        for entry in env.get("PYTHONPATH", "").split(pathsep):
             if entry:
                 mapped = _map_path_arg(entry, self.repo, worktree)
                 if mapped not in paths:
                     paths.append(mapped)
-        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONPATH"] = pathsep.join(paths)
         if env.get("PYTEST_ADDOPTS"):
             env["PYTEST_ADDOPTS"] = shlex.join(child_args(shlex.split(env["PYTEST_ADDOPTS"])))
         env[CHILD_ENV] = label
         env.setdefault(TIMING_LOCK_ENV, default_lock_path())
         return env
-
-
-Status = Literal["ok", "failed", "timeout", "interrupted"]
-
-
-@dataclass
-class Evaluation:
-    """What evaluating one commit gave: a session result, or why there is none."""
-
-    label: str
-    commit: str
-    status: Status
-    result: SessionResult | None = None
-    reason: str = ""
-    exit_code: int | None = None
-    started: float = 0.0
-    finished: float = 0.0
-    log: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def duration(self) -> float:
-        return self.finished - self.started
-
-
-class Executor(Protocol):
-    """Evaluates commits; must be safe to call from several threads at once."""
-
-    def evaluate(self, label: str, commit: str, timeout: float) -> Evaluation: ...
-
-    def cancel(self) -> None:
-        """Stop every evaluation in flight (they return ``interrupted``) and refuse new ones."""
-        ...
 
 
 class LocalExecutor:
@@ -252,22 +244,9 @@ class LocalExecutor:
         self._cancelled = False
 
     def evaluate(self, label: str, commit: str, timeout: float) -> Evaluation:
-        """Run the session; one killed by a signal it did not ask for is run once more.
-
-        A session that dies that way (the OOM killer, a crashed interpreter, someone's
-        ``kill``) says nothing about the candidate, so it gets a second chance; the
-        evaluation's ``extra["retried"]`` says why.
-        """
-        first = self._evaluate_once(label, commit, timeout)
-        code = first.exit_code
-        if first.status != "failed" or code is None or code >= 0 or self._cancelled:
-            return first
-        second = self._evaluate_once(label, commit, timeout)
-        second.started = first.started
-        second.extra["retried"] = first.reason
-        if second.status == "failed":
-            second.reason = f"{second.reason} (also on the first attempt: {first.reason})"
-        return second
+        """Run the session; one killed by a signal it did not ask for is run once more
+        (:func:`~pytest_autopilot.loop.executor.evaluate_with_retry`)."""
+        return evaluate_with_retry(lambda: self._evaluate_once(label, commit, timeout))
 
     def _evaluate_once(self, label: str, commit: str, timeout: float) -> Evaluation:
         evaluation = Evaluation(label, commit, "interrupted", started=time.time())
@@ -297,34 +276,10 @@ class LocalExecutor:
             return evaluation
         if timed_out:
             evaluation.status = "timeout"
-            evaluation.reason = f"session ran past candidate_timeout ({timeout:g}s) and was killed"
+            evaluation.reason = timeout_reason(timeout)
             return evaluation
-        self._read(evaluation, result_path, log_path)
+        read_result(evaluation, result_path, log_path)
         return evaluation
-
-    def _read(self, evaluation: Evaluation, result_path: Path, log_path: Path) -> None:
-        code = evaluation.exit_code
-        evaluation.status = "failed"
-        if code is not None and code < 0:
-            evaluation.reason = f"session killed by signal {-code}: {_tail(log_path)}"
-            return
-        if code not in (0, 1):
-            what = {2: "interrupted or collection errors", 3: "internal error", 4: "usage error"}
-            evaluation.reason = (
-                f"session exited with status {code} ({what.get(code or 0, 'error')}): "
-                f"{_tail(log_path)}"
-            )
-            return
-        try:
-            data = json.loads(result_path.read_text())
-            evaluation.result = SessionResult.from_json(data, source=str(result_path))
-        except FileNotFoundError:
-            evaluation.reason = f"session wrote no result file: {_tail(log_path)}"
-            return
-        except (json.JSONDecodeError, pytest.UsageError) as exc:
-            evaluation.reason = f"unreadable session result: {exc}"
-            return
-        evaluation.status = "ok"
 
     def _run(
         self,
@@ -351,37 +306,24 @@ class LocalExecutor:
                 try:
                     return proc.wait(timeout=timeout), False
                 except subprocess.TimeoutExpired:
-                    _kill_group(proc)
+                    kill_group(proc)
                     return None, True
             except BaseException:
-                _kill_group(proc)
+                kill_group(proc)
                 raise
             finally:
-                _kill_group(proc, wait=False)  # whatever the session left running
+                kill_group(proc, wait=False)  # whatever the session left running
                 with self._lock:
                     self._running.pop(proc.pid, None)
                 note.unlink(missing_ok=True)
 
     def cancel(self) -> None:
+        """Kill every session in flight and refuse new ones (safe in a signal handler)."""
         self._cancelled = True
         with self._lock:
             running = list(self._running.values())
         for proc in running:
-            _kill_group(proc)
+            kill_group(proc)
 
-
-def _kill_group(proc: subprocess.Popen[bytes], *, wait: bool = True) -> None:
-    """Kill the child's whole process group: the session and anything it started."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if wait:
-        proc.wait()
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no output)"
-    tail = [line for line in text.strip().splitlines() if line.strip()][-lines:]
-    return " | ".join(tail) if tail else "(no output)"
+    def close(self) -> None:
+        """Nothing to release: each evaluation removes its own worktree and process group."""

@@ -1,6 +1,6 @@
 """Evaluate candidates on execnet gateways: the machines ``--tx`` names, as pytest-xdist does.
 
-:class:`ExecnetExecutor` is an :class:`~pytest_autopilot.loop.child.Executor` that runs each
+:class:`ExecnetExecutor` is an :class:`~pytest_autopilot.loop.executor.Executor` that runs each
 child session on one of the gateways (``popen``, ``ssh=host//python=...``,
 ``socket=host:port``), one session per gateway at a time. The commit travels through git: the
 controller writes a bundle of it, leaving out the commits that gateway already holds, and the
@@ -10,15 +10,16 @@ What comes back is data (exit code, result JSON text, log), turned into the same
 and reporting do not care where a candidate ran. The worker never touches the controller's
 repository, journal or refs.
 
-A gateway that dies or misbehaves costs only the candidate it was running: the gateway is
-dropped (and made again on next use), and the candidate is tried once more on another one.
+A gateway that dies or misbehaves costs only the attempt it was running: the gateway is
+dropped (and made again on next use), and the candidate is tried once more on another one,
+as is a session killed by a signal
+(:func:`~pytest_autopilot.loop.executor.evaluate_with_retry`, shared with local sessions).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import shlex
 import tempfile
 import threading
 import time
@@ -30,17 +31,15 @@ from typing import Any
 import pytest
 
 from pytest_autopilot.loop import remote_worker
-from pytest_autopilot.loop.child import (
-    CHILD_ENV,
-    ChildSpec,
+from pytest_autopilot.loop.child import ChildSpec
+from pytest_autopilot.loop.executor import (
     Evaluation,
-    LocalExecutor,
-    _map_path_arg,
-    child_args,
+    evaluate_with_retry,
+    read_result,
+    timeout_reason,
 )
 from pytest_autopilot.loop.journal import ExperimentStore
-from pytest_autopilot.loop.workspace import _GIT_LOCATION_VARS, GitError, Workspace
-from pytest_autopilot.timing import TIMING_LOCK_ENV
+from pytest_autopilot.loop.workspace import GIT_LOCATION_VARS, GitError, Workspace
 
 GATEWAY_TYPES = ("popen", "ssh", "socket", "vagrant_ssh")
 
@@ -94,15 +93,7 @@ def expand_tx(specs: Sequence[str]) -> list[str]:
 
 
 class _WorkerFailure(Exception):
-    """The gateway, not the candidate, failed: try the candidate once more.
-
-    ``drop``: the gateway itself is broken and is made again on next use; otherwise only the
-    session died (killed by a signal on the worker, as a local one can be).
-    """
-
-    def __init__(self, reason: str, *, drop: bool = True) -> None:
-        super().__init__(reason)
-        self.drop = drop
+    """The gateway, not the candidate, failed: it is dropped and the candidate tried again."""
 
 
 class _Cancelled(Exception):
@@ -145,52 +136,14 @@ class ExecnetExecutor:
         self._slots = [_Slot(i, s) for i, s in enumerate(tx)]
         self._cond = threading.Condition()
         self._made = itertools.count(1)
-        self._reader = LocalExecutor(workspace, store, spec)
-        self._timing_lock = TIMING_LOCK_ENV in spec.environment(workspace.repo, "probe")
         self._cancelled = False
 
     # -- the Executor protocol ----------------------------------------------------------------
 
     def evaluate(self, label: str, commit: str, timeout: float) -> Evaluation:
-        evaluation = Evaluation(
-            label, commit, "interrupted", started=time.time(), log=self.store.log_path(label)
-        )
-        first: str | None = None
-        avoid: int | None = None
-        for _attempt in range(2):
-            slot = self._acquire(avoid)
-            if slot is None:
-                evaluation.status = "interrupted"
-                evaluation.reason = "interrupted" if first else "interrupted before it started"
-                break
-            try:
-                self._run(slot, evaluation, timeout)
-            except _Cancelled:
-                evaluation.status = "interrupted"
-                evaluation.reason = "interrupted"
-                break
-            except _WorkerFailure as exc:
-                if exc.drop:
-                    self._drop(slot)
-                if self._cancelled:
-                    evaluation.status = "interrupted"
-                    evaluation.reason = "interrupted"
-                    break
-                if first is None:
-                    first = str(exc)
-                    evaluation.extra["retried"] = first
-                    avoid = slot.index
-                    continue
-                evaluation.status = "failed"
-                evaluation.reason = (
-                    f"{exc} (twice)" if str(exc) == first else f"{exc} (retried after: {first})"
-                )
-                break
-            finally:
-                self._release(slot)
-            break
-        evaluation.finished = time.time()
-        return evaluation
+        """Run the session on an idle gateway; a lost attempt is retried on another one."""
+        failed_on: list[int] = []
+        return evaluate_with_retry(lambda: self._attempt(label, commit, timeout, failed_on))
 
     def cancel(self) -> None:
         """Stop every evaluation in flight and refuse new ones.
@@ -253,7 +206,7 @@ class ExecnetExecutor:
             ) from None
         try:
             channel = gateway.remote_exec(remote_worker)
-            channel.send({"op": "hello", "drop_env": list(_GIT_LOCATION_VARS), "modules": modules})
+            channel.send({"op": "hello", "drop_env": list(GIT_LOCATION_VARS), "modules": modules})
             info = self._receive(channel, slot, label, SETUP_TIMEOUT)
         except BaseException:
             gateway.exit()
@@ -267,6 +220,34 @@ class ExecnetExecutor:
         return gateway
 
     # -- one attempt ------------------------------------------------------------------------
+
+    def _attempt(self, label: str, commit: str, timeout: float, failed_on: list[int]) -> Evaluation:
+        """One attempt, on a gateway other than the last one in ``failed_on`` if there is one;
+        a failed attempt adds its gateway there."""
+        log = self.store.log_path(label)
+        evaluation = Evaluation(label, commit, "interrupted", started=time.time(), log=log)
+        slot = self._acquire(failed_on[-1] if failed_on else None)
+        if slot is None:
+            evaluation.reason = "interrupted before it started"
+            evaluation.finished = time.time()
+            return evaluation
+        try:
+            self._run(slot, evaluation, timeout)
+        except _Cancelled:
+            evaluation.status, evaluation.reason = "interrupted", "interrupted"
+        except _WorkerFailure as exc:
+            self._drop(slot)
+            if self._cancelled:
+                evaluation.status, evaluation.reason = "interrupted", "interrupted"
+            else:
+                evaluation.status, evaluation.reason = "failed", str(exc)
+                evaluation.retryable = True
+        finally:
+            self._release(slot)
+        if evaluation.retryable:
+            failed_on.append(slot.index)
+        evaluation.finished = time.time()
+        return evaluation
 
     def _run(self, slot: _Slot, evaluation: Evaluation, timeout: float) -> None:
         label, commit = evaluation.label, evaluation.commit
@@ -286,9 +267,8 @@ class ExecnetExecutor:
             "log": f"{cache}/out/{label}.log",
             "command": spec.command(worktree, remote_result),
             "cwd": str(spec.cwd(worktree)),
-            "env": self._environment(info, worktree, label),
-            "timing_lock": self._timing_lock,
-            "drop_env": list(_GIT_LOCATION_VARS),
+            "env": spec.environment(worktree, label, info["environ"], info["pathsep"]),
+            "drop_env": list(GIT_LOCATION_VARS),
             "timeout": timeout,
         }
         try:
@@ -332,30 +312,9 @@ class ExecnetExecutor:
             raise _Cancelled
         if done["outcome"] == "timeout":
             evaluation.status = "timeout"
-            evaluation.reason = f"session ran past candidate_timeout ({timeout:g}s) and was killed"
+            evaluation.reason = timeout_reason(timeout)
             return
-        self._reader._read(evaluation, result_path, log_path)
-        code = evaluation.exit_code
-        if code is not None and code < 0:
-            raise _WorkerFailure(
-                f"session of {evaluation.label} on worker {evaluation.extra['worker']} was "
-                f"killed by signal {-code}: {evaluation.reason}",
-                drop=False,
-            )
-
-    def _environment(self, info: dict[str, Any], worktree: Path, label: str) -> dict[str, str]:
-        """What :meth:`ChildSpec.environment` sets, computed from the worker's environment."""
-        paths = [str(worktree)]
-        if self.spec.rootdir_rel:
-            paths.append(str(worktree / self.spec.rootdir_rel))
-        for entry in info["pythonpath"].split(info["pathsep"]):
-            mapped = _map_path_arg(entry, self.spec.repo, worktree) if entry else ""
-            if mapped and mapped not in paths:
-                paths.append(mapped)
-        env = {"PYTHONPATH": info["pathsep"].join(paths), CHILD_ENV: label}
-        if info["addopts"]:
-            env["PYTEST_ADDOPTS"] = shlex.join(child_args(shlex.split(info["addopts"])))
-        return env
+        read_result(evaluation, result_path, log_path)
 
     def _bundle(self, slot: _Slot, label: str, commit: str) -> tuple[str, bytes, int]:
         """A bundle of ``commit`` without what the gateway holds, under a temporary ref.

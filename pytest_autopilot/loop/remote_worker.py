@@ -11,13 +11,19 @@ repository, journal or refs.
 
 Requests (``op``):
 
-- ``hello``: create the cache directory; answer the interpreter, the environment the child
-  starts from, and whatever makes this machine unable to evaluate (no git, no pytest-autopilot).
+- ``hello``: create the cache directory; answer the interpreter, the part of the environment
+  the controller adapts for a child (``PYTHONPATH``, ``PYTEST_ADDOPTS``, this machine's timing
+  lock), and whatever makes this machine unable to evaluate (no git, no pytest-autopilot).
 - ``evaluate``: answer ``need`` when the commit is missing (the controller then sends
   ``{"bundle": bytes, "ref": name}``), then ``started``, then ``done`` with the outcome
   ``exited``, ``timeout`` or ``killed``. The child's process group is killed on timeout, on a
   ``kill`` message, and when the channel closes (the controller went away or cancelled).
 - ``cleanup``: remove the cache directory.
+
+:func:`_kill_group`, :func:`_read_tail`, :func:`_timing_lock_path` and
+:data:`TIMING_LOCK_ENV` are stdlib-only copies of :func:`pytest_autopilot.loop.process.kill_group`,
+:func:`~pytest_autopilot.loop.process.read_tail` and their counterparts in
+:mod:`pytest_autopilot.timing`: execnet ships this module's source alone, so it cannot import them.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 LOG_LIMIT = 8 * 1024 * 1024
 """Bytes of a child's log sent back at most (its end, where pytest's summary is)."""
@@ -67,6 +74,13 @@ def _timing_lock_path() -> str:
     return os.path.join(tempfile.gettempdir(), f"pytest-autopilot-{uid}.timing.lock")
 
 
+def _adapted_environ(env: dict[str, str]) -> dict[str, str]:
+    """What ``ChildSpec.environment`` starts from on the controller side."""
+    adapted = {key: env[key] for key in ("PYTHONPATH", "PYTEST_ADDOPTS") if env.get(key)}
+    adapted[TIMING_LOCK_ENV] = env.get(TIMING_LOCK_ENV, _timing_lock_path())
+    return adapted
+
+
 def hello(request: dict[str, Any]) -> dict[str, Any]:
     env = _environ(request["drop_env"])
     cache = tempfile.mkdtemp(prefix="pytest-autopilot-worker-")
@@ -95,8 +109,7 @@ def hello(request: dict[str, Any]) -> dict[str, Any]:
         "python": sys.executable,
         "cache": cache,
         "pathsep": os.pathsep,
-        "pythonpath": env.get("PYTHONPATH", ""),
-        "addopts": env.get("PYTEST_ADDOPTS", ""),
+        "environ": _adapted_environ(env),
         "problems": problems,
     }
 
@@ -133,97 +146,103 @@ def _remove_worktree(repo: str, worktree: str, env: dict[str, str]) -> None:
         _git(["worktree", "prune"], repo, env)
 
 
-def _read_tail(path: str) -> bytes:
+def _read_tail(log: IO[bytes]) -> bytes:
+    size = log.seek(0, os.SEEK_END)
+    log.seek(max(0, size - LOG_LIMIT))
+    return log.read()
+
+
+def _checkout(channel: Any, request: dict[str, Any], repo: str, env: dict[str, str]) -> str | None:
+    """The commit checked out at ``request["worktree"]``; a reason when it cannot be."""
+    problem = _fetch(channel, request, repo, env)
+    if problem is not None:
+        return problem
+    worktree = request["worktree"]
+    if os.path.exists(worktree):
+        _remove_worktree(repo, worktree, env)
+    os.makedirs(os.path.dirname(worktree), exist_ok=True)
+    added = _git(["worktree", "add", "--quiet", "--detach", worktree, request["commit"]], repo, env)
+    return _check(added, "git worktree add")
+
+
+def _watch(channel: Any, proc: subprocess.Popen[bytes], deadline: float) -> str:
+    """Wait for the session: ``exited``, ``timeout``, ``killed`` (asked to) or ``lost``."""
+    while proc.poll() is None:
+        left = deadline - time.time()
+        if left <= 0:
+            return "timeout"
+        try:
+            message = channel.receive(timeout=min(0.2, left))
+        except channel.TimeoutError:
+            continue
+        except EOFError:
+            return "lost"
+        if message == "kill":
+            return "killed"
+    return "exited"
+
+
+def _run_session(channel: Any, request: dict[str, Any]) -> tuple[str, int | None, float, float]:
+    """Run the child in a process group of its own: outcome, exit code, start and end."""
+    os.makedirs(os.path.dirname(request["result"]), exist_ok=True)
+    if os.path.exists(request["result"]):
+        os.unlink(request["result"])
+    env = _environ(request["drop_env"])
+    env.update(request["env"])
+    started = time.time()
+    with open(request["log"], "wb") as log:
+        proc = subprocess.Popen(
+            request["command"],
+            cwd=request["cwd"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        with open(path, "rb") as log:
-            size = log.seek(0, os.SEEK_END)
-            log.seek(max(0, size - LOG_LIMIT))
-            return log.read()
-    except OSError:
-        return b""
+        channel.send({"kind": "started", "worktree": request["worktree"]})
+        outcome = _watch(channel, proc, started + request["timeout"])
+    finally:
+        _kill_group(proc)  # on a timeout or kill, and whatever a finished session left
+        proc.wait()
+    code = proc.returncode if outcome == "exited" else None
+    return outcome, code, started, time.time()
+
+
+def _take(path: str, read: Callable[[IO[bytes]], Any]) -> Any:
+    """What ``read`` gives for the file at ``path`` (``None`` if there is none); removes it."""
+    try:
+        with open(path, "rb") as handle:
+            data = read(handle)
+    except FileNotFoundError:
+        return None
+    os.unlink(path)
+    return data
 
 
 def evaluate(channel: Any, request: dict[str, Any]) -> None:
-    cache = request["cache"]
-    repo = os.path.join(cache, "repo.git")
+    repo = os.path.join(request["cache"], "repo.git")
     git_env = _environ(request["drop_env"])
-    problem = _fetch(channel, request, repo, git_env)
-    worktree = request["worktree"]
-    if problem is None:
-        if os.path.exists(worktree):
-            _remove_worktree(repo, worktree, git_env)
-        os.makedirs(os.path.dirname(worktree), exist_ok=True)
-        added = _git(
-            ["worktree", "add", "--quiet", "--detach", worktree, request["commit"]], repo, git_env
-        )
-        problem = _check(added, "git worktree add")
+    problem = _checkout(channel, request, repo, git_env)
     if problem is not None:
         channel.send({"kind": "error", "reason": problem})
         return
-
-    result_path, log_path = request["result"], request["log"]
-    os.makedirs(os.path.dirname(result_path), exist_ok=True)
-    if os.path.exists(result_path):
-        os.unlink(result_path)
-    env = _environ(request["drop_env"])
-    env.update(request["env"])
-    if request["timing_lock"]:
-        env.setdefault(TIMING_LOCK_ENV, _timing_lock_path())
-    outcome = "exited"
-    started = time.time()
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                request["command"],
-                cwd=request["cwd"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            channel.send({"kind": "started", "worktree": worktree})
-            deadline = started + request["timeout"]
-            while proc.poll() is None:
-                left = deadline - time.time()
-                if left <= 0:
-                    outcome = "timeout"
-                    break
-                try:
-                    message = channel.receive(timeout=min(0.2, left))
-                except channel.TimeoutError:
-                    continue
-                except EOFError:
-                    outcome = "lost"
-                    break
-                if message == "kill":
-                    outcome = "killed"
-                    break
-        finally:
-            _kill_group(proc)  # on a timeout or kill, and whatever a finished session left
-            proc.wait()
-        finished = time.time()
+        outcome, code, started, finished = _run_session(channel, request)
     finally:
-        _remove_worktree(repo, worktree, git_env)
+        _remove_worktree(repo, request["worktree"], git_env)
     if outcome == "lost":
         return
-    try:
-        with open(result_path) as result_file:
-            result: str | None = result_file.read()
-        os.unlink(result_path)
-    except FileNotFoundError:
-        result = None
-    log_bytes = _read_tail(log_path)
-    if os.path.exists(log_path):
-        os.unlink(log_path)
+    result = _take(request["result"], lambda handle: handle.read().decode())
+    log = _take(request["log"], _read_tail)
     channel.send(
         {
             "kind": "done",
             "outcome": outcome,
-            "exit_code": proc.returncode if outcome == "exited" else None,
+            "exit_code": code,
             "result": result,
-            "log": log_bytes,
+            "log": log if log is not None else b"",
             "started": started,
             "finished": finished,
         }

@@ -34,7 +34,7 @@ IDENTITY = {
 }
 """Candidate commits are the tool's work: they never depend on (or borrow) a user identity."""
 
-_GIT_LOCATION_VARS = (
+GIT_LOCATION_VARS = (
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
@@ -60,7 +60,7 @@ class InvalidEdit(ValueError):
 
 def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The process environment without the variables that relocate git."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in GIT_LOCATION_VARS}
     env["GIT_TERMINAL_PROMPT"] = "0"
     if extra:
         env.update(extra)

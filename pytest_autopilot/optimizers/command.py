@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from pytest_autopilot.config import AutopilotConfig
+from pytest_autopilot.loop.process import kill_group, read_tail
 from pytest_autopilot.optimizers.anthropic_api import redact
 from pytest_autopilot.optimizers.prompt import Prompt, build_prompt, rootdir_prefix
 from pytest_autopilot.proposals import CandidateFailed, OptimizerContext, Proposal
@@ -149,9 +149,8 @@ class AgentRun:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(POLL_SECONDS)
         finally:
-            if proc.poll() is None:
-                _kill_group(proc)
-            _signal_group(proc, signal.SIGKILL)  # whatever the agent left running
+            # TERM first if the agent still runs, then KILL whatever it left in its group
+            kill_group(proc, grace=KILL_GRACE_SECONDS)
         return proc.returncode, why
 
 
@@ -165,24 +164,5 @@ def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
         pass
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """TERM, then KILL, the whole process group: the agent and anything it started."""
-    _signal_group(proc, signal.SIGTERM)
-    try:
-        proc.wait(KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
 def _tail(handle: Any) -> str:
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(size - TAIL_CHARS * 4, 0))
-    text = str(handle.read().decode("utf-8", errors="replace"))
-    return text[-TAIL_CHARS:]
+    return read_tail(handle, TAIL_CHARS * 4).decode("utf-8", errors="replace")[-TAIL_CHARS:]
