@@ -182,9 +182,7 @@ class Controller:
             finally:
                 if "r0" in self.results:
                     self.save()
-                close = getattr(self.executor, "close", None)
-                if callable(close):
-                    close()
+                self.executor.close()
         self.store.record(Stopped(self.stop, status))
         self.output.summary(self.state, self.stop, self.results.get("r0"))
         interrupted_in = str(self.store.directory) if status == 2 else None
