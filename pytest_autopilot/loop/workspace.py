@@ -46,6 +46,13 @@ _GIT_LOCATION_VARS = (
 )
 """Set when pytest runs inside a git hook; they would point our commands at the user's index."""
 
+GENERATED = ("**/__pycache__/**", "**/*.py[co]", "**/.pytest_cache/**", "**/.benchmarks/**")
+"""What Python, pytest and pytest-benchmark write while tests run (git globs): never part of a
+snapshot, even in a repository that does not ignore them, or every run would see other code
+than the last one and the bytecode would reach the user's branch through a merge."""
+_SKIP_GENERATED = tuple(f":(exclude,glob){pattern}" for pattern in GENERATED)
+_ONLY_GENERATED = tuple(f":(glob){pattern}" for pattern in GENERATED)
+
 FILE_MODE = "100644"
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -290,8 +297,9 @@ class Workspace:
 
         Tracked changes and untracked files that are not ignored go in, through a copy of the
         user's index (so unchanged files are not hashed again); the user's index is never
-        written. ``exclude`` (repository-relative) stay as HEAD has them: the run's own output
-        files, which would otherwise make the next run's baseline differ. A clean tree gives
+        written. ``exclude`` (repository-relative) and :data:`GENERATED` files stay as HEAD has
+        them: the run's own output files and bytecode, which would otherwise make the next
+        run's baseline differ. A clean tree gives
         HEAD itself, so the best branch fast-forwards from it.
         """
         head = self.head_commit()
@@ -302,17 +310,26 @@ class Workspace:
             try:
                 if user_index.exists():
                     shutil.copyfile(user_index, env["GIT_INDEX_FILE"])
-                self.git("add", "-A", "--", ".", env=env)
+                self.git("add", "-A", "--", ".", *_SKIP_GENERATED, env=env)
             except GitError:
                 Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
                 if head is not None:
                     self.git("read-tree", head, env=env)
-                self.git("add", "-A", "--", ".", env=env)
-            for path in exclude:
+                self.git("add", "-A", "--", ".", *_SKIP_GENERATED, env=env)
+            for pathspec in (*exclude, *_ONLY_GENERATED):  # as HEAD has them, even if staged
                 if head is not None:
-                    self.git("reset", "--quiet", head, "--", path, env=env, check=False)
+                    self.git("reset", "--quiet", head, "--", pathspec, env=env, check=False)
                 else:
-                    self.git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", path, env=env)
+                    self.git(
+                        "rm",
+                        "--cached",
+                        "-r",
+                        "--quiet",
+                        "--ignore-unmatch",
+                        "--",
+                        pathspec,
+                        env=env,
+                    )
             tree = self.git("write-tree", env=env)
         if head is not None and self.tree_of(head) == tree:
             return head
@@ -358,7 +375,7 @@ class Workspace:
                     target.unlink()
                 target.write_text(text)
             replaced = apply(worktree)
-            self.git("add", "-A", "--", ".", cwd=worktree)
+            self.git("add", "-A", "--", ".", *_SKIP_GENERATED, cwd=worktree)
             return self.git("write-tree", cwd=worktree), replaced
         finally:
             self.remove_worktree(worktree)
