@@ -230,6 +230,20 @@ class AutopilotPlugin:
             return
         flags = self.flags
         flags.check()
+        if (
+            flags.json
+            or flags.save
+            or flags.report
+            or getattr(self.config.option, "autopilot_html", None)
+        ):
+            from pytest_autopilot import preflight
+
+            preflight.check_output_paths(preflight.output_paths(self.config))
+        if flags.loop:
+            from pytest_autopilot import preflight
+
+            preflight.check_platform()
+            preflight.check_selection(self.config)
         if flags.gate or flags.loop:
             autopilot_config = self.autopilot_config()
             if flags.baseline is not None:
@@ -305,6 +319,9 @@ class AutopilotPlugin:
                     session.exitstatus = pytest.ExitCode.TESTS_FAILED
                 if flags.loop:
                     from pytest_autopilot.loop.controller import run_loop
+                    from pytest_autopilot.preflight import check_objective
+
+                    check_objective(self.autopilot_config(), result, self.config)
 
                     outcome = run_loop(self.config, self.autopilot_config(), result)
                     session.exitstatus = outcome.exit_status
@@ -334,7 +351,9 @@ class AutopilotPlugin:
                 report_path=flags.report,
             )
         except OSError as exc:
-            self.errors.append(f"cannot write {exc.filename}: {exc.strerror}")
+            from pytest_autopilot.preflight import describe_write_error, output_paths
+
+            self.errors.append(describe_write_error(exc, output_paths(self.config)))
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
