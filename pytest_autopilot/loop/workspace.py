@@ -53,6 +53,15 @@ than the last one and the bytecode would reach the user's branch through a merge
 _SKIP_GENERATED = tuple(f":(exclude,glob){pattern}" for pattern in GENERATED)
 _ONLY_GENERATED = tuple(f":(glob){pattern}" for pattern in GENERATED)
 
+_UNFINISHED = (
+    ("MERGE_HEAD", "merge"),
+    ("rebase-merge", "rebase"),
+    ("rebase-apply", "rebase"),
+    ("CHERRY_PICK_HEAD", "cherry-pick"),
+    ("REVERT_HEAD", "revert"),
+)
+"""Files git keeps while an operation waits for the user (``git rev-parse --git-path``)."""
+
 FILE_MODE = "100644"
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -192,6 +201,11 @@ class Workspace:
 
     def ensure_layout(self) -> None:
         """Create ``.autopilot/`` ignoring itself, so nothing in it ever shows in git status."""
+        if self.autopilot_dir.exists() and not self.autopilot_dir.is_dir():
+            raise pytest.UsageError(
+                f"{self.autopilot_dir} is a file: --autopilot keeps its experiments in a "
+                "directory of that name; move the file away"
+            )
         self.autopilot_dir.mkdir(exist_ok=True)
         ignore = self.autopilot_dir / ".gitignore"
         if not ignore.exists():
@@ -302,6 +316,7 @@ class Workspace:
         run's baseline differ. A clean tree gives
         HEAD itself, so the best branch fast-forwards from it.
         """
+        self._refuse_unfinished_operation()
         head = self.head_commit()
         with self._temp_index() as env:
             user_index = Path(self.git("rev-parse", "--git-path", "index"))
@@ -334,6 +349,21 @@ class Workspace:
         if head is not None and self.tree_of(head) == tree:
             return head
         return self.commit(tree, [head] if head else [], message)
+
+    def _refuse_unfinished_operation(self) -> None:
+        """A tree in the middle of a merge, rebase or cherry-pick is no state to start from."""
+        for marker, operation in _UNFINISHED:
+            path = Path(self.git("rev-parse", "--git-path", marker))
+            if (path if path.is_absolute() else self.repo / path).exists():
+                raise pytest.UsageError(
+                    f"a {operation} is in progress in {self.repo}: finish it (or abort it with "
+                    f"`git {operation} --abort`) before --autopilot snapshots the tree"
+                )
+        if self.git("ls-files", "--unmerged"):
+            raise pytest.UsageError(
+                f"{self.repo} has unmerged paths (a conflict): resolve them before --autopilot "
+                "snapshots the tree"
+            )
 
     def build_tree(self, parent: str, edits: Mapping[str, str]) -> str:
         """The tree of ``parent`` with whole-file ``edits`` applied, without any checkout."""
