@@ -230,20 +230,11 @@ class AutopilotPlugin:
             return
         flags = self.flags
         flags.check()
-        if (
-            flags.json
-            or flags.save
-            or flags.report
-            or getattr(self.config.option, "autopilot_html", None)
-        ):
-            from pytest_autopilot import preflight
+        html = getattr(self.config.option, "autopilot_html", None)
+        if flags.loop or flags.json or flags.save or flags.report or html:
+            from pytest_autopilot.preflight import check_before_tests
 
-            preflight.check_output_paths(preflight.output_paths(self.config))
-        if flags.loop:
-            from pytest_autopilot import preflight
-
-            preflight.check_platform()
-            preflight.check_selection(self.config)
+            check_before_tests(self.config, loop=flags.loop)
         if flags.gate or flags.loop:
             autopilot_config = self.autopilot_config()
             if flags.baseline is not None:

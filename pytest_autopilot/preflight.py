@@ -34,6 +34,16 @@ OUTPUT_OPTIONS = (
 MAX_LISTED = 40
 
 
+def check_before_tests(config: pytest.Config, *, loop: bool) -> None:
+    """What ``pytest_configure`` refuses: the platform and selection of a loop, output paths."""
+    if loop:
+        check_platform()
+        check_selection(config)
+    outputs = output_paths(config)
+    if outputs:
+        check_output_paths(outputs)
+
+
 def check_platform() -> None:
     """The loop needs process groups (``os.killpg``) and ``fcntl.flock``: POSIX only."""
     if os.name != "posix" or not hasattr(os, "killpg"):

@@ -997,3 +997,17 @@ def test_a_failed_write_leaves_no_temp_file_and_names_the_path_given(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     message = describe_write_error(excinfo.value, [("--autopilot-json", "out", target)])
     assert message.startswith("cannot write --autopilot-json out: ")
+
+
+def test_autopilot_off_posix_is_refused_before_any_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, template: Path
+) -> None:
+    repo = _build(pytester.path, template, Case("no-posix", (), USAGE, ()))
+    before = _state(repo.path)
+    monkeypatch.delattr(os, "killpg")  # what a Windows Python lacks
+    result = pytester.runpytest("--autopilot")
+    monkeypatch.undo()
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(["*--autopilot needs a POSIX system*WSL*"])
+    assert "Traceback" not in result.stderr.str() and "passed" not in result.stdout.str()
+    assert _state(repo.path) == before
