@@ -22,7 +22,7 @@ import pytest
 from pytest_autopilot import stats
 from pytest_autopilot.config import AutopilotConfig, GateSpec
 from pytest_autopilot.proposals import GateStatus
-from pytest_autopilot.results import Metric, SessionResult, ambiguous_names
+from pytest_autopilot.results import Metric, SessionResult, ambiguous_names, finite
 
 MAX_LISTED = 40
 """Metric names listed in an error message before the list is cut short."""
@@ -138,6 +138,9 @@ def _relative(
             else "missing from the baseline: nothing to compare with (save a new baseline)"
         )
         return GateStatus(gate.metric, gate.kind, gate.threshold, metric.value, False, reason)
+    blind = _incomparable(base, "the baseline") or _incomparable(metric, "this session")
+    if blind is not None:
+        return GateStatus(gate.metric, gate.kind, gate.threshold, metric.value, False, blind)
     run_noise = stats.effective_run_noise(config.acceptance.run_noise)
     cmp = stats.compare_metrics(
         base,
@@ -146,6 +149,9 @@ def _relative(
         seed=config.search.seed,
         run_noise=run_noise,
     )
+    if math.isnan(cmp.ratio):
+        reason = f"cannot compare with the baseline {_fmt(base.value)}: {cmp.method}"
+        return GateStatus(gate.metric, gate.kind, gate.threshold, metric.value, False, reason)
     goal = metric.goal
     allowed = _pct(gate.threshold)
     if gate.kind == "max_regression":
@@ -158,6 +164,17 @@ def _relative(
     if not cmp.with_samples:
         reason += f" ({cmp.method})"
     return GateStatus(gate.metric, gate.kind, gate.threshold, metric.value, passed, reason)
+
+
+def _incomparable(metric: Metric, side: str) -> str | None:
+    """Why no relative change can be taken of ``metric``: a relative gate then fails."""
+    if not finite(metric.value):
+        return f"cannot compare: {side} has the value {metric.value}"
+    if metric.samples and not all(finite(s) for s in metric.samples):
+        return f"cannot compare: {side} has samples that are not finite numbers"
+    if metric.samples and not any(metric.samples):
+        return f"cannot compare: {side} has only samples of 0"
+    return None
 
 
 def _regression_verdict(

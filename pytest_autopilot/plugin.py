@@ -240,6 +240,11 @@ class AutopilotPlugin:
             return
         flags = self.flags
         flags.check()
+        html = getattr(self.config.option, "autopilot_html", None)
+        if flags.loop or flags.json or flags.save or flags.report or html:
+            from pytest_autopilot.preflight import check_before_tests
+
+            check_before_tests(self.config, loop=flags.loop)
         if flags.gate or flags.loop:
             autopilot_config = self.autopilot_config()
             if flags.baseline is not None:
@@ -326,6 +331,9 @@ class AutopilotPlugin:
                 self._judge(session, result, baseline)
                 if flags.loop:
                     from pytest_autopilot.loop.controller import run_loop
+                    from pytest_autopilot.preflight import check_objective
+
+                    check_objective(self.autopilot_config(), result, self.config)
 
                     outcome = run_loop(self.config, self.autopilot_config(), result)
                     session.exitstatus = outcome.exit_status
@@ -396,7 +404,9 @@ class AutopilotPlugin:
 
                 self.written.append(write_html(flags.html, payload, self.config))
         except OSError as exc:
-            self.errors.append(f"cannot write {exc.filename}: {exc.strerror}")
+            from pytest_autopilot.preflight import describe_write_error, output_paths
+
+            self.errors.append(describe_write_error(exc, output_paths(self.config)))
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

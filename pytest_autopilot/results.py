@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 Goal = Literal["min", "max"]
 Outcome = Literal["passed", "failed", "skipped", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "skipped", "error")
 Split = Literal["train", "val", "test"]
 
 FORMAT_VERSION = 1
@@ -102,14 +104,34 @@ class TestResult:
         return data
 
     @classmethod
-    def from_json(cls, nodeid: str, data: Mapping[str, Any]) -> TestResult:
+    def from_json(cls, nodeid: str, data: Any, *, source: str = "metrics file") -> TestResult:
+        """Parse one test entry; ``source`` names the file for error messages."""
+        where = f"{source}: tests[{nodeid!r}]"
+        if not isinstance(data, Mapping):
+            raise pytest.UsageError(f"{where}: expected a mapping, got {_kind(data)}")
+        outcome = data.get("outcome")
+        if outcome not in OUTCOMES:
+            raise pytest.UsageError(
+                f"{where}.outcome: expected one of {', '.join(OUTCOMES)}, got {outcome!r}"
+            )
+        split = data.get("split")
+        if split not in (None, "train", "val", "test"):
+            raise pytest.UsageError(f"{where}.split: expected train, val or test, got {split!r}")
+        for key in ("message", "dataset", "case_id"):
+            if not isinstance(data.get(key), (str, type(None))):
+                raise pytest.UsageError(
+                    f"{where}.{key}: expected a string, got {_kind(data.get(key))}"
+                )
+        notes = data.get("notes", [])
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise pytest.UsageError(f"{where}.notes: expected a list of strings")
         return cls(
             nodeid=nodeid,
-            outcome=data["outcome"],
+            outcome=outcome,
             message=data.get("message"),
-            notes=list(data.get("notes", [])),
+            notes=list(notes),
             dataset=data.get("dataset"),
-            split=data.get("split"),
+            split=split,
             case_id=data.get("case_id"),
         )
 
@@ -164,12 +186,35 @@ class SessionResult:
             for name, entry in data["metrics"].items()
         }
         tests = {
-            nodeid: TestResult.from_json(nodeid, entry)
-            for nodeid, entry in data.get("tests", {}).items()
+            nodeid: TestResult.from_json(nodeid, entry, source=source)
+            for nodeid, entry in _mapping(data, "tests", source).items()
         }
-        unmeasured = {str(k): str(v) for k, v in data.get("unmeasured", {}).items()}
-        protected = [str(p) for p in data.get("protected_files", [])]
-        return cls(metrics=metrics, tests=tests, unmeasured=unmeasured, protected_files=protected)
+        unmeasured = _mapping(data, "unmeasured", source)
+        for name, why in unmeasured.items():
+            if not isinstance(why, str):
+                raise pytest.UsageError(
+                    f"{source}: unmeasured[{name!r}]: expected a string (why it has no "
+                    f"value), got {_kind(why)}"
+                )
+        protected = data.get("protected_files", [])
+        if not isinstance(protected, list) or not all(isinstance(p, str) for p in protected):
+            raise pytest.UsageError(f"{source}: protected_files: expected a list of paths")
+        return cls(
+            metrics=metrics, tests=tests, unmeasured=dict(unmeasured), protected_files=protected
+        )
+
+
+def _mapping(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise pytest.UsageError(f"{source}: {key}: expected an object, got {_kind(value)}")
+    return value
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind, as a message names it: ``a list [1]``."""
+    shown = repr(value)
+    return f"{type(value).__name__} {shown[:40]}{'...' if len(shown) > 40 else ''}"
 
 
 def ambiguous_names(metrics: Iterable[Metric]) -> dict[str, list[str]]:
@@ -185,9 +230,13 @@ def ambiguous_names(metrics: Iterable[Metric]) -> dict[str, list[str]]:
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never left in the user's tree
+        raise
 
 
 def read_session_file(path: Path) -> SessionResult:
@@ -197,7 +246,12 @@ def read_session_file(path: Path) -> SessionResult:
     except FileNotFoundError:
         raise pytest.UsageError(f"baseline file {path} does not exist") from None
     except OSError as exc:
-        raise pytest.UsageError(f"baseline file {path} cannot be read: {exc}") from None
+        raise pytest.UsageError(f"baseline file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise pytest.UsageError(
+            f"{path}: not UTF-8 text (byte {exc.start}); "
+            "expected a metrics file written by --autopilot-save"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -6,8 +6,8 @@
   ``event`` (its name), ``time`` and the event's fields.
 - ``state.json``: what a resumed run needs, replaced atomically (write, fsync, rename) after
   every candidate, so it always describes a consistent point between two candidates.
-- ``lock``: the pid (and start time) of the run that owns the experiment. A lock whose process
-  is gone is stale and taken over; a live one makes a second run refuse.
+- ``lock``: held with ``flock`` by the run that owns the experiment (see :class:`Lock`); it
+  holds the owner's pid, so that a second run can say which process to wait for.
 - ``results/<label>.json`` and ``logs/<label>.log``: each child session's result and output.
 - ``running/<label>.json``: the process group of each child session in flight. Children run in
   sessions of their own, so a ``kill -9`` of the loop leaves them running: the next start
@@ -188,64 +188,75 @@ def process_alive(pid: int, start: str | None = None) -> bool:
 
 
 class Lock:
-    """One run per experiment: ``.autopilot/<experiment>/lock`` holds the owner's pid."""
+    """One run per experiment: an exclusive ``flock`` on ``.autopilot/<experiment>/lock``.
+
+    The kernel holds the lock for the open file, so it cannot be taken twice and is freed the
+    moment its owner exits, ``kill -9`` included: nothing is ever stale, and the file is never
+    unlinked (unlinking is what let two runs each hold "the" lock on different inodes). The
+    owner writes its pid (and host) into the file after taking the lock, only so that a second
+    run can say who holds it. The descriptor is not inherited by child sessions.
+
+    On NFS, Linux turns ``flock`` into a byte-range lock that the server arbitrates (NLM for
+    NFSv3, built into NFSv4), so runs on different machines exclude each other as long as the
+    server supports locking; on a mount with ``nolock`` the lock is only local to each
+    machine, and a client that loses its lease (a long network partition) loses the lock.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> None:
-        """Take the lock, recovering a stale one; a UsageError if a live run holds it."""
-        me = {
-            "pid": os.getpid(),
-            "start": _process_start(os.getpid()),
-            "host": socket.gethostname(),
-        }
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and self._alive(owner):
-                    raise pytest.UsageError(
-                        f"experiment is already being optimized by process {owner['pid']} "
-                        f"(lock {self.path}); wait for it, stop it, or choose another "
-                        "experiment with --autopilot-experiment"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            try:
-                os.write(fd, json.dumps(me).encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self.held = True
-            return
-        raise pytest.UsageError(f"cannot take the experiment lock {self.path}")
+        """Take the lock; a UsageError naming the owner's pid if another run holds it."""
+        import fcntl  # POSIX only: the plugin refuses --autopilot elsewhere
 
-    def _owner(self) -> dict[str, Any] | None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            owner = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            # Being written right now, or torn by a crash: look again after a moment.
-            time.sleep(0.05)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise pytest.UsageError(
+                f"experiment is already being optimized by {self._owner()} "
+                f"(lock {self.path}); wait for it, stop it, or choose another "
+                "experiment with --autopilot-experiment"
+            ) from None
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+
+    def _owner(self) -> str:
+        """``process N`` (``on host H`` when not this machine), as the owner wrote it."""
+        for _ in range(20):
             try:
                 owner = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
-
-    @staticmethod
-    def _alive(owner: dict[str, Any]) -> bool:
-        if owner.get("host") not in (None, socket.gethostname()):
-            return True  # another machine's run, on a shared filesystem: trust it
-        start = owner.get("start")
-        return process_alive(owner["pid"], start if isinstance(start, str) else None)
+            except (OSError, ValueError):
+                owner = None
+            if isinstance(owner, dict) and isinstance(owner.get("pid"), int):
+                host = owner.get("host")
+                where = f" on host {host}" if host not in (None, socket.gethostname()) else ""
+                return f"process {owner['pid']}{where}"
+            time.sleep(0.01)  # the owner has the lock but has not written its pid yet
+        return "another process"
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.path.unlink(missing_ok=True)
+        """Free the lock; the pid is erased first, while still holding it."""
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 # -- the journal's events ------------------------------------------------------------------

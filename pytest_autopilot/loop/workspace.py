@@ -45,6 +45,22 @@ GIT_LOCATION_VARS = (
 )
 """Set when pytest runs inside a git hook; they would point our commands at the user's index."""
 
+GENERATED = ("**/__pycache__/**", "**/*.py[co]", "**/.pytest_cache/**", "**/.benchmarks/**")
+"""What Python, pytest and pytest-benchmark write while tests run (git globs): never part of a
+snapshot, even in a repository that does not ignore them, or every run would see other code
+than the last one and the bytecode would reach the user's branch through a merge."""
+_SKIP_GENERATED = tuple(f":(exclude,glob){pattern}" for pattern in GENERATED)
+_ONLY_GENERATED = tuple(f":(glob){pattern}" for pattern in GENERATED)
+
+_UNFINISHED = (
+    ("MERGE_HEAD", "merge"),
+    ("rebase-merge", "rebase"),
+    ("rebase-apply", "rebase"),
+    ("CHERRY_PICK_HEAD", "cherry-pick"),
+    ("REVERT_HEAD", "revert"),
+)
+"""Files git keeps while an operation waits for the user (``git rev-parse --git-path``)."""
+
 FILE_MODE = "100644"
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
@@ -183,6 +199,11 @@ class Workspace:
 
     def ensure_layout(self) -> None:
         """Create ``.autopilot/`` ignoring itself, so nothing in it ever shows in git status."""
+        if self.autopilot_dir.exists() and not self.autopilot_dir.is_dir():
+            raise pytest.UsageError(
+                f"{self.autopilot_dir} is a file: --autopilot keeps its experiments in a "
+                "directory of that name; move the file away"
+            )
         self.autopilot_dir.mkdir(exist_ok=True)
         ignore = self.autopilot_dir / ".gitignore"
         if not ignore.exists():
@@ -292,10 +313,12 @@ class Workspace:
 
         Tracked changes and untracked files that are not ignored go in, through a copy of the
         user's index (so unchanged files are not hashed again); the user's index is never
-        written. ``exclude`` (repository-relative) stay as HEAD has them: the run's own output
-        files, which would otherwise make the next run's baseline differ. A clean tree gives
+        written. ``exclude`` (repository-relative) and :data:`GENERATED` files stay as HEAD has
+        them: the run's own output files and bytecode, which would otherwise make the next
+        run's baseline differ. A clean tree gives
         HEAD itself, so the best branch fast-forwards from it.
         """
+        self._refuse_unfinished_operation()
         head = self.head_commit()
         with self._temp_index() as env:
             user_index = Path(self.git("rev-parse", "--git-path", "index"))
@@ -304,21 +327,45 @@ class Workspace:
             try:
                 if user_index.exists():
                     shutil.copyfile(user_index, env["GIT_INDEX_FILE"])
-                self.git("add", "-A", "--", ".", env=env)
+                self.git("add", "-A", "--", ".", *_SKIP_GENERATED, env=env)
             except GitError:
                 Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
                 if head is not None:
                     self.git("read-tree", head, env=env)
-                self.git("add", "-A", "--", ".", env=env)
-            for path in exclude:
+                self.git("add", "-A", "--", ".", *_SKIP_GENERATED, env=env)
+            for pathspec in (*exclude, *_ONLY_GENERATED):  # as HEAD has them, even if staged
                 if head is not None:
-                    self.git("reset", "--quiet", head, "--", path, env=env, check=False)
+                    self.git("reset", "--quiet", head, "--", pathspec, env=env, check=False)
                 else:
-                    self.git("rm", "--cached", "--quiet", "--ignore-unmatch", "--", path, env=env)
+                    self.git(
+                        "rm",
+                        "--cached",
+                        "-r",
+                        "--quiet",
+                        "--ignore-unmatch",
+                        "--",
+                        pathspec,
+                        env=env,
+                    )
             tree = self.git("write-tree", env=env)
         if head is not None and self.tree_of(head) == tree:
             return head
         return self.commit(tree, [head] if head else [], message)
+
+    def _refuse_unfinished_operation(self) -> None:
+        """A tree in the middle of a merge, rebase or cherry-pick is no state to start from."""
+        for marker, operation in _UNFINISHED:
+            path = Path(self.git("rev-parse", "--git-path", marker))
+            if (path if path.is_absolute() else self.repo / path).exists():
+                raise pytest.UsageError(
+                    f"a {operation} is in progress in {self.repo}: finish it (or abort it with "
+                    f"`git {operation} --abort`) before --autopilot snapshots the tree"
+                )
+        if self.git("ls-files", "--unmerged"):
+            raise pytest.UsageError(
+                f"{self.repo} has unmerged paths (a conflict): resolve them before --autopilot "
+                "snapshots the tree"
+            )
 
     def build_tree(self, parent: str, edits: Mapping[str, str]) -> str:
         """The tree of ``parent`` with whole-file ``edits`` applied, without any checkout."""
@@ -360,7 +407,7 @@ class Workspace:
                     target.unlink()
                 target.write_text(text)
             replaced = apply(worktree)
-            self.git("add", "-A", "--", ".", cwd=worktree)
+            self.git("add", "-A", "--", ".", *_SKIP_GENERATED, cwd=worktree)
             return self.git("write-tree", cwd=worktree), replaced
         finally:
             self.remove_worktree(worktree)
