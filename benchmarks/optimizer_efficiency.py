@@ -10,7 +10,7 @@ Every configuration is measured once and cached, and every method and seed reads
 cache: all methods see the same numbers (noise included), and a point two methods visit
 costs one measurement. Each run starts from the default, which counts as evaluation 0, and
 gets ``--budget`` evaluations after it. The built-in search runs through
-:func:`pytest_autopilot.optimizers.search.drive` (the real ``pytest_autopilot_propose`` hook,
+``drive`` of ``tests/offline_search.py`` (the real ``pytest_autopilot_propose`` hook,
 two candidates per round) and gets the suite's bottleneck note of its incumbent as feedback,
 as it does in the loop. Random search draws uniformly (log-uniformly for ``log: true``
 dimensions). TPE is ``optuna.samplers.TPESampler(seed=...)`` with the default enqueued first.
@@ -47,9 +47,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "example_suites" / "spdl_pipeline"
 sys.path[:0] = [str(SUITE), str(SUITE / "tests")]
+sys.path.append(str(ROOT / "tests"))
 
 import loader  # noqa: E402
 import synthetic  # noqa: E402
+from offline_search import drive  # noqa: E402
 from test_loader import cpu_per_batch, usable_cores  # noqa: E402
 
 from pytest_autopilot.config import (  # noqa: E402
@@ -59,7 +61,6 @@ from pytest_autopilot.config import (  # noqa: E402
     IntDimension,
     parse_config,
 )
-from pytest_autopilot.optimizers.search import drive  # noqa: E402
 from pytest_autopilot.spdl import PipelineStats, benchmark_pipeline, describe_bottleneck  # noqa: E402
 
 Params = dict[str, Any]

@@ -8,7 +8,7 @@ when threads outnumber cores. The true optimum is found by enumerating the whole
 (32768 points). Every method starts from the same poor default, evaluated for free, and
 sees evaluations with multiplicative Gaussian noise (``--noise``); what counts is how many
 evaluations it needs until it has *evaluated* a point whose true value is within 10% of the
-optimum. The search runs through :func:`pytest_autopilot.optimizers.search.drive`, i.e. the
+optimum. The search runs through ``drive`` of ``tests/offline_search.py``, i.e. the
 real hook with two candidates per round.
 
     python benchmarks/search_synthetic.py [--seeds 6] [--budget 60] [--noise 0 0.05]
@@ -23,12 +23,17 @@ import itertools
 import math
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from offline_search import drive
+
 from pytest_autopilot.config import ChoiceDimension, Dimension, IntDimension
-from pytest_autopilot.optimizers.search import drive
 
 SPACE: dict[str, Dimension] = {
     "fetch_concurrency": IntDimension(1, 64, log=True),

@@ -945,6 +945,7 @@ class Controller:
             knowledge=self._knowledge(),
             seed=self.config.search.seed,
             protected_files=list(incumbent_result.protected_files),
+            files=self.workspace,
         )
         extra: list[FeedbackItem] = []
         for items in self.hook.pytest_autopilot_feedback(context=context, result=incumbent_result):
