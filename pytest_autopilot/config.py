@@ -133,6 +133,17 @@ class SearchSettings:
     seed: int = 0
 
 
+OPTUNA_SAMPLERS = ("tpe", "gp", "cmaes")
+
+
+@dataclass(frozen=True)
+class OptunaSettings:
+    """``optimizer: optuna``: which Optuna sampler, and its seed (``None``: ``search.seed``)."""
+
+    sampler: str = "tpe"
+    seed: int | None = None
+
+
 @dataclass(frozen=True)
 class AutopilotConfig:
     path: Path | None
@@ -151,6 +162,7 @@ class AutopilotConfig:
     acceptance: Acceptance = field(default_factory=Acceptance)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    optuna: OptunaSettings = field(default_factory=OptunaSettings)
 
     def relpath(self) -> str | None:
         """The config file relative to the rootdir (it is always protected)."""
@@ -187,6 +199,7 @@ _TOP_KEYS = (
     "acceptance",
     "datasets",
     "search",
+    "optuna",
 )
 _GATE_KINDS: tuple[GateKind, ...] = ("min", "max", "max_regression", "min_gain")
 _SPACE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -412,6 +425,7 @@ class _Parser:
             acceptance=self.acceptance(top.get("acceptance")),
             datasets=self.datasets(top.get("datasets")),
             search=self.search(top.get("search")),
+            optuna=self.optuna(top.get("optuna")),
         )
 
     def experiment(self, value: object) -> str:
@@ -729,6 +743,17 @@ class _Parser:
         s = self.mapping(value, "search", ("seed",))
         return SearchSettings(
             seed=self.integer(s.get("seed", SearchSettings().seed), "search.seed")
+        )
+
+    def optuna(self, value: object) -> OptunaSettings:
+        s = self.mapping(value, "optuna", ("sampler", "seed"))
+        sampler = s.get("sampler", OptunaSettings.sampler)
+        if sampler not in OPTUNA_SAMPLERS:
+            self.fail("optuna.sampler", f"one of {', '.join(OPTUNA_SAMPLERS)}", sampler)
+        seed = s.get("seed")
+        return OptunaSettings(
+            sampler=str(sampler),
+            seed=None if seed is None else self.integer(seed, "optuna.seed"),
         )
 
 

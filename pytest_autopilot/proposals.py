@@ -76,11 +76,16 @@ class CandidateRecord:
 
 
 class CommittedFiles(Protocol):
-    """Read-only access to files of the experiment's commits (``Workspace`` provides it)."""
+    """Files of the experiment's commits, read-only, and its directory (``Workspace``)."""
 
     @property
     def rootdir_prefix(self) -> str:
         """The rootdir's place inside the repository, ``""`` or ``"sub/dir/"``."""
+        ...
+
+    @property
+    def experiment_dir(self) -> Path:
+        """``.autopilot/<experiment>/``: where an optimizer may keep files of its own."""
         ...
 
     def read_texts(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:

@@ -275,4 +275,3 @@ def _one_line(text: str, limit: int) -> str:
 
 def _indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines())
-

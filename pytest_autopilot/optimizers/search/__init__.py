@@ -68,6 +68,7 @@ __all__ = [
     "Axis",
     "Search",
     "axes_of",
+    "check_spaces",
     "pytest_autopilot_check",
     "pytest_autopilot_optimizer_names",
     "pytest_autopilot_propose",
@@ -84,14 +85,19 @@ def pytest_autopilot_optimizer_names(config: pytest.Config) -> Sequence[str]:
 @pytest.hookimpl
 def pytest_autopilot_check(config: pytest.Config, autopilot_config: AutopilotConfig) -> None:
     """Refuse before the session: no space to search, or a current value of the wrong type."""
-    if autopilot_config.optimizer != NAME:
-        return
+    if autopilot_config.optimizer == NAME:
+        check_spaces(autopilot_config, NAME)
+
+
+def check_spaces(autopilot_config: AutopilotConfig, optimizer: str) -> None:
+    """A typed space to search, and current values of the right types (for every optimizer
+    that searches the typed spaces)."""
     source = autopilot_config.relpath() or "autopilot.yaml"
     spaced = [spec for spec in autopilot_config.parameters if spec.space]
     if not spaced:
         raise pytest.UsageError(
-            f"{source}: parameters: optimizer 'search' needs a typed space, expected an entry "
-            "such as {path: params.yaml, space: {workers: {int: [1, 16]}}}, got none"
+            f"{source}: parameters: optimizer '{optimizer}' needs a typed space, expected an "
+            "entry such as {path: params.yaml, space: {workers: {int: [1, 16]}}}, got none"
         )
     for spec in spaced:
         files = expand_glob(autopilot_config.rootdir, spec.path)
