@@ -165,6 +165,11 @@ def run_tpe(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
     return points
 
 
+def best_after(points: list[dict[str, Any]], f: Objective, n: int) -> float:
+    """The true value of the best point among the first ``n`` evaluated."""
+    return min(f(p) for p in points[:n])
+
+
 def evaluations_to_target(points: list[dict[str, Any]], f: Objective, target: float) -> int | None:
     for index, point in enumerate(points, start=1):
         if f(point) <= target:
@@ -193,9 +198,11 @@ def main() -> None:
     print(
         f"evaluations until a point within 10% of the true optimum is evaluated "
         f"(median over {args.seeds} seeds, start point included; >{args.budget} counts as "
-        f"{miss}); [hits/seeds]"
+        f"{miss}); [hits/seeds]; b5/b10: median best-so-far after 5 and 10 evaluations, "
+        "as a multiple of the optimum"
     )
-    header = f"{'objective':<14} {'noise':>5} " + " ".join(f"{m:>14}" for m in methods)
+    width = 30
+    header = f"{'objective':<14} {'noise':>5} " + " ".join(f"{m:>{width}}" for m in methods)
     if "tpe" in methods:
         header += f" {'search/tpe':>10}"
     print(header)
@@ -208,14 +215,21 @@ def main() -> None:
             for method, run in methods.items():
                 began = time.perf_counter()
                 counts = []
+                early: list[tuple[float, float]] = []
                 for seed in range(args.seeds):
                     tried = run(noisy(f, noise, 1000 + seed), args.budget, seed)
                     counts.append(evaluations_to_target(tried, f, 1.1 * best))
+                    early.append((best_after(tried, f, 5) / best, best_after(tried, f, 10) / best))
                 hits = sum(c is not None for c in counts)
                 medians[method] = statistics.median(c or miss for c in counts)
+                b5 = statistics.median(e[0] for e in early)
+                b10 = statistics.median(e[1] for e in early)
                 seconds = time.perf_counter() - began
-                cells.append(f"{medians[method]:>5g} [{hits:>2}/{args.seeds}] {seconds:>3.0f}s")
-            line = f"{name:<14} {noise:>5g} " + " ".join(f"{c:>14}" for c in cells)
+                cells.append(
+                    f"{medians[method]:>5g} [{hits:>2}/{args.seeds}] {b5:.2f}/{b10:.2f} "
+                    f"{seconds:>3.0f}s"
+                )
+            line = f"{name:<14} {noise:>5g} " + " ".join(f"{c:>{width}}" for c in cells)
             if "tpe" in methods:
                 line += f" {medians['search'] / medians['tpe']:>10.2f}"
             print(line + f"   (start {start / best:.1f}x the optimum)")

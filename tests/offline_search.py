@@ -40,7 +40,8 @@ from pytest_autopilot.results import Goal, Metric
 
 PATH = "params.yaml"
 
-Propose = Callable[[OptimizerContext], "Sequence[Proposal] | None"]
+Propose = Callable[[OptimizerContext], Sequence[Proposal] | None]
+Measured = float | None | Mapping[str, float]
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Trial:
 def drive(
     space: Mapping[str, Dimension],
     start: Mapping[str, Scalar],
-    evaluate: Callable[[dict[str, Any]], float | None],
+    evaluate: Callable[[dict[str, Any]], Measured],
     *,
     evaluations: int,
     candidates: int = 2,
@@ -65,13 +66,15 @@ def drive(
     min_effect: float = 0.02,
     notes: Callable[[dict[str, Any]], Sequence[str]] | None = None,
     interrupt_after: int | None = None,
-    propose: Propose | None = None,
+    optimizer: str = "search",
+    rootdir: Path = Path("."),
 ) -> list[Trial]:
     """Run an optimizer against ``evaluate``, the way the loop runs it against sessions.
 
     The parameter file is a YAML text written from ``start`` (dotted keys nest) and edited by
     the proposals; ``evaluate`` gets the values read back from each proposal's file and
-    returns the objective (``None``: the candidate failed). A candidate becomes the incumbent
+    returns the objective (``None``: the candidate failed), or a mapping of metrics with the
+    objective under ``"objective"`` (per-stage statistics, say). A candidate becomes the incumbent
     when it beats it by ``min_effect``, a simple stand-in for the loop's noise-aware
     acceptance. ``notes`` gives feedback texts for the incumbent's point. The first trial is
     the start point, then up to ``evaluations`` candidates.
@@ -79,9 +82,15 @@ def drive(
     ``interrupt_after=N`` stops after the N-th candidate as Ctrl+C would: the rest of that
     round is lost, the history goes through JSON and the round starts again with what is
     left of it, as the loop resumes (same round number, fewer candidates wanted).
+    ``optimizer`` is ``search`` or ``optuna`` (whose study file goes under ``rootdir``).
     """
     run = _OfflineRun(space, evaluate, candidates, seed, goal, min_effect, notes)
-    run.propose = propose or search.pytest_autopilot_propose
+    run.optimizer = optimizer
+    run.config = dataclasses.replace(run.config, rootdir=rootdir, optimizer=optimizer)
+    if optimizer == "optuna":
+        from pytest_autopilot.optimizers import optuna_sampler
+
+        run.propose = optuna_sampler.pytest_autopilot_propose
     return run.run(start, evaluations, interrupt_after)
 
 
@@ -89,7 +98,7 @@ class _OfflineRun:
     def __init__(
         self,
         space: Mapping[str, Dimension],
-        evaluate: Callable[[dict[str, Any]], float | None],
+        evaluate: Callable[[dict[str, Any]], Measured],
         candidates: int,
         seed: int,
         goal: Goal,
@@ -116,6 +125,7 @@ class _OfflineRun:
         self.history: list[CandidateRecord] = []
         self.trials: list[Trial] = []
         self.propose: Propose = search.pytest_autopilot_propose
+        self.optimizer = "search"
 
     def run(
         self, start: Mapping[str, Scalar], evaluations: int, interrupt_after: int | None
@@ -151,7 +161,7 @@ class _OfflineRun:
     def context(self, number: int, wanted: int) -> OptimizerContext:
         point = _params_at(self.texts[self.incumbent.id], self.space)
         return OptimizerContext(
-            optimizer="search",
+            optimizer=self.optimizer,
             round=number,
             max_candidates=wanted,
             config=self.config,
@@ -215,11 +225,17 @@ class _OfflineRun:
 
     def measure(self, record: CandidateRecord, text: str) -> Trial:
         values = _params_at(text, self.space)
-        value = self.evaluate(dict(values))
+        result = self.evaluate(dict(values))
+        extra: dict[str, float] = {}
+        if isinstance(result, Mapping):
+            extra = {k: float(v) for k, v in result.items() if k != "objective"}
+            result = result.get("objective")
+        value = None if result is None else float(result)
         if value is None:
             record.verdict, record.reason = "failed", "evaluate returned None"
         else:
             record.metrics = {"objective": Metric("objective", value, self.goal)}
+            record.metrics.update({k: Metric(k, v) for k, v in extra.items()})
         return Trial(record.id, dict(values), value, False)
 
 

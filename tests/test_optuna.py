@@ -75,6 +75,11 @@ def test_the_loop_runs_optuna_and_resumes_its_study(pytester: pytest.Pytester) -
     assert {"r3c1", "r3c2"} <= set(told), "the resumed run told the last round's results"
     assert len(study.trials) == 1 + 8, "one study across both runs: baseline and 8 candidates"
 
+    result = pytester.runpytest("--autopilot", "--autopilot-fresh", "--autopilot-rounds=1")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    study = optuna.load_study(study_name="tpe", storage=storage)
+    assert len(study.trials) == 1 + 2, "a fresh run starts a fresh study"
+
 
 def test_missing_optuna_is_a_usage_error_saying_what_to_install(
     tmp_path: Path, pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch

@@ -117,12 +117,20 @@ class OptunaRound:
             optuna.storages.journal.JournalFileBackend(str(path))
         )
         goal = self.context.objective.goal
-        return optuna.create_study(
-            storage=storage,
-            study_name=config.experiment,
-            direction="minimize" if goal == "min" else "maximize",
-            load_if_exists=True,
+        direction = "minimize" if goal == "min" else "maximize"
+        study = optuna.create_study(
+            storage=storage, study_name=config.experiment, direction=direction, load_if_exists=True
         )
+        ids = {self.context.baseline.id, *(r.id for r in self.context.history)}
+        told = {t.user_attrs.get(CANDIDATE_ATTR) for t in study.get_trials(deepcopy=False)}
+        if told - ids - {None}:
+            # Trials of candidates this run does not know: the experiment started over
+            # (``--autopilot-fresh``), so its study does too.
+            optuna.delete_study(study_name=config.experiment, storage=storage)
+            study = optuna.create_study(
+                storage=storage, study_name=config.experiment, direction=direction
+            )
+        return study
 
     def storage_path(self) -> Path:
         if self.context.files is not None:

@@ -12,9 +12,12 @@ seconds to minutes, so every evaluation must count. Each round:
 2. State comes from the history alone: every candidate with ``params`` is a point with its
    measured objective; a failed, timed-out or test-breaking candidate counts as clearly
    worse than anything measured. Candidates without ``params`` (the baseline once the
-   incumbent moved, another optimizer's) are read back from their commits. Nothing is kept
-   between rounds, so resuming, changing the seed or mixing optimizers just works, and a
-   point already in the history (after normalization) is never proposed again.
+   incumbent moved, another optimizer's) are read back from their commits
+   (``OptimizerContext.read_files``). Nothing is kept between rounds, so changing the seed
+   or mixing optimizers just works, and a point already in the history (after
+   normalization) is never proposed again. A resumed round (some of its candidates already
+   evaluated before an interruption) is planned again from the history before that round,
+   so it proposes what the uninterrupted run would have, minus what was done.
 3. Candidates. Local moves around the three best points (the incumbent first unless another
    point beats it by more than the noise): along one dimension at a time, a line search on
    the normalized scale (a big first step toward the farther bound, twice the step further
@@ -23,6 +26,14 @@ seconds to minutes, so every evaluation must count. Each round:
    the range); every other choice; a value that improved the objective from another point
    (transfer), all such values at once (a pattern move) and pairs of changes that each
    moved the objective (interactions). Plus 200 seeded random points of the whole space.
+   Local refinement goes first when the model's picks have stopped paying (three
+   evaluations without an improvement beyond the noise) or the last improvement was one
+   step: that step once more, then every untried one-knob neighbour of the best point
+   (adjacent ints, stepping over values whose candidates failed; 25% on ``log`` ints;
+   other choices), then pairs of the best one-step changes (pattern moves). When the
+   history has SPDL's per-stage statistics (``spdl.stage.<name>.busy_time``), a model per
+   stage proposes every stage's concurrency for the rate the unscalable stages allow
+   (``stages.py``).
 4. Model. A Gaussian process (Matern 5/2, one length scale per dimension fitted by
    likelihood, noise never below the run-to-run noise ``acceptance.min_effect``) predicts
    the objective at every candidate; the value of a candidate is its expected improvement
@@ -37,12 +48,13 @@ seconds to minutes, so every evaluation must count. Each round:
    move and what the model expects. The optimizer returns ``[]`` only when every point of a
    finite space has been tried.
 
-On synthetic models of the SPDL example's space (``benchmarks/search_synthetic.py``, 10
-seeds, evaluations until a point within 10% of the optimum) it needs 0.4-0.5x the
-evaluations of Optuna's TPE on a smooth valley with interactions, about as many (0.9-1.1x)
-on three bottleneck models, and up to 2.3x on one noise-free CPU-bound model; random search
-needs about twice as many as either except where the good region is large. It is pure
-Python: a round over 60 measured points takes a fraction of a second.
+Compared with Optuna's TPE and random search on synthetic models of the SPDL example's space
+in ``benchmarks/search_synthetic.py``, on the real loader in
+``benchmarks/optimizer_efficiency.py``, and next to a constrained optimum in
+``benchmarks/search_stall.py``. It is pure Python: a round over 60 measured points takes a
+fraction of a second. Modules: ``space`` (dimensions, points, moves), ``state`` (the history
+as points), ``moves`` (moves from one point), ``stages`` (per-stage concurrency),
+``model`` (the Gaussian process), ``engine`` (one round).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from pytest_autopilot.optimizers.search.space import (
     percent_change,
     record_order,
 )
+from pytest_autopilot.optimizers.search.stages import concurrency_move
 from pytest_autopilot.optimizers.search.state import Observations
 from pytest_autopilot.paramfiles import Scalar, file_format, write_values
 from pytest_autopilot.proposals import OptimizerContext, Proposal
@@ -38,7 +39,7 @@ POOL_RANDOM = 200
 
 ENUMERATE_LIMIT = 200_000
 
-STALL_AFTER = 10**9
+STALL_AFTER = 3
 """Evaluations without an improvement beyond the noise after which the model's picks have
 stopped paying: the untried one-step neighbours of the best point go first."""
 
@@ -81,10 +82,12 @@ class Search(Observations):
         pool: dict[Key, tuple[Move, Observed | None]] = {}
         moves = Moves(self)
         preferred: set[Key] = set()
-        if self.stalled() >= STALL_AFTER:
-            for move in moves.refinement(centers[0]):
-                preferred.add(self.key(move.point))
-                pool.setdefault(self.key(move.point), (move, centers[0]))
+        staged = concurrency_move(self.axes, list(self.seen.values()), centers[0])
+        for move in [*([staged] if staged else []), *self.local(centers, moves)]:
+            if self.key(move.point) in self.seen:
+                continue
+            preferred.add(self.key(move.point))
+            pool.setdefault(self.key(move.point), (move, centers[0]))
         for depth, center in enumerate(centers[:POOL_CENTERS]):
             for move in moves.around(center):
                 if depth:
@@ -107,21 +110,41 @@ class Search(Observations):
             chosen.append((move, self._nearest(point, centers)))
         return chosen
 
-    def stalled(self) -> int:
-        """Evaluations since the best value last improved beyond the noise."""
+    def progress(self) -> tuple[int, Observed | None]:
+        """Evaluations since the best value last improved beyond the noise, and the best
+        point before that improvement (``None`` when there was none)."""
         firsts = sorted(
-            (min(record_order(r.id) for r in o.records), o.f)
+            (min(record_order(r.id) for r in o.records), o)
             for o in self.seen.values()
             if o.f is not None and o.records
         )
-        best, since = math.inf, 0
-        for _, f in firsts:
+        best: Observed | None = None
+        previous: Observed | None = None
+        since = 0
+        for _, observed in firsts:
+            f = observed.f
             assert f is not None
-            if f < best - self.tol or (math.isinf(best) and f < best):
-                best, since = f, 0
+            if best is None or best.f is None or f < best.f - self.tol:
+                if best is not None and best.f is not None and math.isfinite(best.f):
+                    previous = best
+                best, since = observed, 0
             else:
                 since += 1
-        return since
+        return since, previous
+
+    def local(self, centers: list[Observed], moves: Moves) -> list[Move]:
+        """Local refinement, when the model's picks stopped paying (``STALL_AFTER``
+        evaluations without improvement) or the last improvement was itself one step: first
+        the same step again (a pattern move), then the untried one-step neighbours."""
+        since, previous = self.progress()
+        center = centers[0]
+        stepped = previous is not None and moves.one_step(previous, center)
+        if since < STALL_AFTER and not stepped:
+            return []
+        found: list[Move] = []
+        if previous is not None and stepped:
+            found += moves.extrapolate(previous, center)
+        return found + moves.refinement(center)
 
     def _centers(self) -> list[Observed]:
         """Evaluated points, best first; the incumbent first unless beaten beyond the noise."""

@@ -36,6 +36,9 @@ HINT_BONUS = 0.15
 """A dimension named by a bottleneck note: local moves along it are worth value * factor +
 bonus, and the first candidate of the round changes only such dimensions."""
 
+LOG_STEP = 1.25
+"""A one-step neighbour on a ``log: true`` int dimension is this factor away (at least 1)."""
+
 FAILED_PENALTY = 1.0
 """How much worse than the center a failed point counts when valuing moves toward it."""
 
@@ -223,20 +226,7 @@ class Moves:
         ends = {-1: below, 1: above}
         moves: list[Move] = []
         if below is None and above is None:
-            if transferred:
-                return moves
-            prior = self._prior(center, i)
-            room = {-1: uc, 1: 1.0 - uc}
-            far = prior.direction or (
-                1 if room[1] > room[-1] or (room[1] == room[-1] and self.seed % 2 == 0) else -1
-            )
-            for side, weight in ((far, 1.0), (-far, 0.3)):
-                step = prior.step if prior.step and side == prior.direction else 0.5 * room[side]
-                value = self._step(axis, center.point[i], uc + side * step, side)
-                if value is not None:
-                    point = self._with(center.point, i, value)
-                    moves.append(Move(point, prior.value * weight, i, prior.why))
-            return moves
+            return [] if transferred else self._first_probes(center, i, axis, uc)
         fvals = {side: self._fval(o, fc) for side, o in ends.items() if o is not None}
         vertex_side = self._vertex_side(axis, center, i, ends, fc)
         for side in (-1, 1):
@@ -268,6 +258,23 @@ class Moves:
             lo, hi = sorted((center.point[i], neighbor.point[i]), key=lambda v: float(v))  # type: ignore[arg-type]
             why = f"between {axis.show(lo)} and {axis.show(hi)}"
             moves.append(Move(self._with(center.point, i, value), gain, i, why))
+        return moves
+
+    def _first_probes(self, center: Observed, i: int, axis: Axis, uc: float) -> list[Move]:
+        """A dimension never moved from this center: a big step toward the farther bound (or
+        the way it improved elsewhere), and a smaller-valued one the other way."""
+        prior = self._prior(center, i)
+        room = {-1: uc, 1: 1.0 - uc}
+        far = prior.direction or (
+            1 if room[1] > room[-1] or (room[1] == room[-1] and self.seed % 2 == 0) else -1
+        )
+        moves: list[Move] = []
+        for side, weight in ((far, 1.0), (-far, 0.3)):
+            step = prior.step if prior.step and side == prior.direction else 0.5 * room[side]
+            value = self._step(axis, center.point[i], uc + side * step, side)
+            if value is not None:
+                point = self._with(center.point, i, value)
+                moves.append(Move(point, prior.value * weight, i, prior.why))
         return moves
 
     def _fval(self, observed: Observed, fc: float) -> float:
@@ -335,26 +342,31 @@ class Moves:
     # -- local refinement ----------------------------------------------------------------
 
     def neighbour_values(self, center: Observed, i: int) -> list[Scalar]:
-        """The values one step away along ``i``: adjacent ints, floats two resolution steps
-        away on the normalized scale, every other choice."""
+        """The values one step away along ``i``: adjacent ints (stepping over values whose
+        candidates failed, as a constraint forbids them), floats two resolution steps away
+        on the normalized scale, every other choice."""
         axis = self.axes[i]
         value = center.point[i]
         if isinstance(axis.dim, ChoiceDimension):
             return [c for c in axis.dim.choices if axis.normalize(c) != axis.normalize(value)]
         found: list[Scalar] = []
         for side in (-1, 1):
+            step = self._step(axis, value, axis.encode(value) + side * 2 * FLOAT_RESOLUTION, side)
             if isinstance(axis.dim, IntDimension):
-                step: Scalar | None = int(float(value)) + side  # type: ignore[arg-type]
-                if not axis.dim.low <= step <= axis.dim.high:  # type: ignore[operator]
+                here = int(float(value))  # type: ignore[arg-type]
+                stride = max(1, round(here * (LOG_STEP - 1))) if axis.dim.log else 1
+                step = here + side * stride
+                while axis.dim.low <= step <= axis.dim.high and self._failed_at(center, i, step):
+                    step += side * stride
+                if not axis.dim.low <= step <= axis.dim.high:
                     step = None
-            else:
-                assert isinstance(axis.dim, FloatDimension)
-                step = self._step(
-                    axis, value, axis.encode(value) + side * 2 * FLOAT_RESOLUTION, side
-                )
             if step is not None:
                 found.append(step)
         return found
+
+    def _failed_at(self, center: Observed, i: int, value: Scalar) -> bool:
+        seen = self.seen.get(self.key(self._with(center.point, i, value)))
+        return seen is not None and seen.f is not None and not math.isfinite(seen.f)
 
     def refinement(self, center: Observed) -> list[Move]:
         """Every untried one-knob neighbour of the center; once all are measured, the pattern
@@ -383,4 +395,30 @@ class Moves:
                 continue
             why = "two one-step changes together (local refinement, pattern move)"
             moves.append(Move(point, -(da + db), NEIGHBOUR, why))
+        return moves
+
+    def one_step(self, before: Observed, after: Observed) -> bool:
+        """Whether ``after`` is a one-knob neighbour of ``before``."""
+        pairs = zip(self.key(before.point), self.key(after.point), strict=True)
+        changed = [i for i, (a, b) in enumerate(pairs) if a != b]
+        if len(changed) != 1:
+            return False
+        i = changed[0]
+        near = {self.axes[i].normalize(v) for v in self.neighbour_values(before, i)}
+        return self.axes[i].normalize(after.point[i]) in near
+
+    def extrapolate(self, before: Observed, after: Observed) -> list[Move]:
+        """The step from ``before`` to ``after`` once more (over failed values), when untried."""
+        pairs = zip(before.point, after.point, strict=True)
+        i = next(i for i, (a, b) in enumerate(pairs) if a != b)
+        if not self.axes[i].numeric:
+            return []
+        origin, here = float(before.point[i]), float(after.point[i])  # type: ignore[arg-type]
+        moves = []
+        for value in self.neighbour_values(after, i):
+            point = self._with(after.point, i, value)
+            ahead = (float(value) - here) * (here - origin) > 0  # type: ignore[arg-type]
+            if ahead and self.key(point) not in self.seen:
+                why = "the step that improved it, once more (pattern move)"
+                moves.append(Move(point, 0.0, i, why))
         return moves

@@ -12,8 +12,9 @@ from pytest_autopilot.config import ChoiceDimension, Dimension, FloatDimension, 
 from pytest_autopilot.paramfiles import Scalar
 from pytest_autopilot.proposals import CandidateRecord, ParameterFile
 
-PATTERN, PAIR, RANDOM, NEIGHBOUR = -1, -2, -3, -4
-"""``Move.axis`` of moves along several dimensions (``NEIGHBOUR``: local refinement)."""
+PATTERN, PAIR, RANDOM, NEIGHBOUR, STAGES = -1, -2, -3, -4, -5
+"""``Move.axis`` of moves along several dimensions (``NEIGHBOUR``: local refinement;
+``STAGES``: every stage's concurrency from the per-stage model)."""
 
 
 @dataclass(frozen=True)
