@@ -10,16 +10,19 @@ Every configuration is measured once and cached, and every method and seed reads
 cache: all methods see the same numbers (noise included), and a point two methods visit
 costs one measurement. Each run starts from the default, which counts as evaluation 0, and
 gets ``--budget`` evaluations after it. The built-in search runs through
-:func:`pytest_autopilot.optimizers.search.drive` (the real ``pytest_autopilot_propose`` hook,
+``drive`` of ``tests/offline_search.py`` (the real ``pytest_autopilot_propose`` hook,
 two candidates per round) and gets the suite's bottleneck note of its incumbent as feedback,
 as it does in the loop. Random search draws uniformly (log-uniformly for ``log: true``
-dimensions). TPE is ``optuna.samplers.TPESampler(seed=...)`` with the default enqueued first.
+dimensions). TPE is ``optuna.samplers.TPESampler(seed=...)`` with the default enqueued first;
+``optuna`` is the plugin's ``optimizer: optuna`` (TPE through ask/tell, two per round). The
+search also gets each stage's busy time per batch (SPDL's statistics), as the suite records
+them, for its per-stage concurrency model.
 
 Reported, per method over the seeds: how many evaluations it needed until it had evaluated a
 configuration within 10% of the best step time any method found, and its final (best) step
 time as a ratio of the machine's lower bound (the suite's CPU work per batch over the cores).
 
-    python benchmarks/optimizer_efficiency.py [--seeds 3] [--budget 30] [--cache FILE]
+    python benchmarks/optimizer_efficiency.py [--seeds 5] [--budget 30] [--cache FILE]
 
 Needs the ``[spdl]`` and ``[optuna]`` extras. Takes several minutes: most of it measuring
 configurations (``--cache FILE`` keeps them for the next run on the same machine).
@@ -47,9 +50,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "example_suites" / "spdl_pipeline"
 sys.path[:0] = [str(SUITE), str(SUITE / "tests")]
+sys.path.append(str(ROOT / "tests"))
 
 import loader  # noqa: E402
 import synthetic  # noqa: E402
+from offline_search import drive  # noqa: E402
 from test_loader import cpu_per_batch, usable_cores  # noqa: E402
 
 from pytest_autopilot.config import (  # noqa: E402
@@ -59,8 +64,12 @@ from pytest_autopilot.config import (  # noqa: E402
     IntDimension,
     parse_config,
 )
-from pytest_autopilot.optimizers.search import drive  # noqa: E402
-from pytest_autopilot.spdl import PipelineStats, benchmark_pipeline, describe_bottleneck  # noqa: E402
+from pytest_autopilot.spdl import (  # noqa: E402
+    PipelineStats,
+    benchmark_pipeline,
+    describe_bottleneck,
+    stage_metric_names,
+)
 
 Params = dict[str, Any]
 WITHIN = 0.10
@@ -169,7 +178,17 @@ class Evaluator:
                 stats=stats,
                 timeout=60,
             )
-        return {"value": statistics.median(bench.samples), "note": describe_bottleneck(state)}
+        names = stage_metric_names(state.stages)
+        busy = {
+            f"spdl.stage.{names[stage.stage_id]}.busy_time": stage.busy_per_batch
+            for stage in state.stages
+            if stage.busy_per_batch is not None
+        }
+        return {
+            "value": statistics.median(bench.samples),
+            "note": describe_bottleneck(state),
+            "stages": busy,
+        }
 
     def entry(self, params: Params) -> dict[str, Any]:
         key = key_of(params)
@@ -195,15 +214,37 @@ class Evaluator:
 def run_search(
     space: dict[str, Dimension], start: Params, ev: Evaluator, budget: int, seed: int
 ) -> list[float]:
+    def measured(params: Params) -> dict[str, float]:
+        entry = ev.entry(params)
+        return {"objective": float(entry["value"]), **entry.get("stages", {})}
+
     trials = drive(
         space,
         start,
-        ev.value,
+        measured,
         evaluations=budget,
         candidates=2,
         seed=seed,
         notes=lambda params: [ev.entry(params)["note"]],
     )
+    return [t.value for t in trials if t.value is not None]
+
+
+def run_optuna_plugin(
+    space: dict[str, Dimension], start: Params, ev: Evaluator, budget: int, seed: int
+) -> list[float]:
+    """``optimizer: optuna`` (TPE) through the plugin's own hook, two candidates per round."""
+    with tempfile.TemporaryDirectory() as rootdir:
+        trials = drive(
+            space,
+            start,
+            ev.value,
+            evaluations=budget,
+            candidates=2,
+            seed=seed,
+            optimizer="optuna",
+            rootdir=Path(rootdir),
+        )
     return [t.value for t in trials if t.value is not None]
 
 
@@ -261,6 +302,7 @@ METHODS: dict[str, Callable[..., list[float]]] = {
     "search": run_search,
     "random": run_random,
     "tpe": run_tpe,
+    "optuna": run_optuna_plugin,
 }
 
 
@@ -274,7 +316,7 @@ def evaluations_to_reach(values: list[float], target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=30, help="evaluations after the start")
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds per evaluation")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per evaluation")

@@ -8,7 +8,7 @@ when threads outnumber cores. The true optimum is found by enumerating the whole
 (32768 points). Every method starts from the same poor default, evaluated for free, and
 sees evaluations with multiplicative Gaussian noise (``--noise``); what counts is how many
 evaluations it needs until it has *evaluated* a point whose true value is within 10% of the
-optimum. The search runs through :func:`pytest_autopilot.optimizers.search.drive`, i.e. the
+optimum. The search runs through ``drive`` of ``tests/offline_search.py``, i.e. the
 real hook with two candidates per round.
 
     python benchmarks/search_synthetic.py [--seeds 6] [--budget 60] [--noise 0 0.05]
@@ -23,12 +23,17 @@ import itertools
 import math
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from offline_search import drive
+
 from pytest_autopilot.config import ChoiceDimension, Dimension, IntDimension
-from pytest_autopilot.optimizers.search import drive
 
 SPACE: dict[str, Dimension] = {
     "fetch_concurrency": IntDimension(1, 64, log=True),
@@ -160,6 +165,11 @@ def run_tpe(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
     return points
 
 
+def best_after(points: list[dict[str, Any]], f: Objective, n: int) -> float:
+    """The true value of the best point among the first ``n`` evaluated."""
+    return min(f(p) for p in points[:n])
+
+
 def evaluations_to_target(points: list[dict[str, Any]], f: Objective, target: float) -> int | None:
     for index, point in enumerate(points, start=1):
         if f(point) <= target:
@@ -188,9 +198,11 @@ def main() -> None:
     print(
         f"evaluations until a point within 10% of the true optimum is evaluated "
         f"(median over {args.seeds} seeds, start point included; >{args.budget} counts as "
-        f"{miss}); [hits/seeds]"
+        f"{miss}); [hits/seeds]; b5/b10: median best-so-far after 5 and 10 evaluations, "
+        "as a multiple of the optimum"
     )
-    header = f"{'objective':<14} {'noise':>5} " + " ".join(f"{m:>14}" for m in methods)
+    width = 30
+    header = f"{'objective':<14} {'noise':>5} " + " ".join(f"{m:>{width}}" for m in methods)
     if "tpe" in methods:
         header += f" {'search/tpe':>10}"
     print(header)
@@ -203,14 +215,21 @@ def main() -> None:
             for method, run in methods.items():
                 began = time.perf_counter()
                 counts = []
+                early: list[tuple[float, float]] = []
                 for seed in range(args.seeds):
                     tried = run(noisy(f, noise, 1000 + seed), args.budget, seed)
                     counts.append(evaluations_to_target(tried, f, 1.1 * best))
+                    early.append((best_after(tried, f, 5) / best, best_after(tried, f, 10) / best))
                 hits = sum(c is not None for c in counts)
                 medians[method] = statistics.median(c or miss for c in counts)
+                b5 = statistics.median(e[0] for e in early)
+                b10 = statistics.median(e[1] for e in early)
                 seconds = time.perf_counter() - began
-                cells.append(f"{medians[method]:>5g} [{hits:>2}/{args.seeds}] {seconds:>3.0f}s")
-            line = f"{name:<14} {noise:>5g} " + " ".join(f"{c:>14}" for c in cells)
+                cells.append(
+                    f"{medians[method]:>5g} [{hits:>2}/{args.seeds}] {b5:.2f}/{b10:.2f} "
+                    f"{seconds:>3.0f}s"
+                )
+            line = f"{name:<14} {noise:>5g} " + " ".join(f"{c:>{width}}" for c in cells)
             if "tpe" in methods:
                 line += f" {medians['search'] / medians['tpe']:>10.2f}"
             print(line + f"   (start {start / best:.1f}x the optimum)")

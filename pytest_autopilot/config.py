@@ -196,6 +196,17 @@ class SearchSettings:
     seed: int = 0
 
 
+OPTUNA_SAMPLERS = ("tpe", "gp", "cmaes")
+
+
+@dataclass(frozen=True)
+class OptunaSettings:
+    """``optimizer: optuna``: which Optuna sampler, and its seed (``None``: ``search.seed``)."""
+
+    sampler: str = "tpe"
+    seed: int | None = None
+
+
 @dataclass(frozen=True)
 class AutopilotConfig:
     path: Path | None
@@ -214,6 +225,7 @@ class AutopilotConfig:
     acceptance: Acceptance = field(default_factory=Acceptance)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    optuna: OptunaSettings = field(default_factory=OptunaSettings)
     benchmark_statistic: Mapping[str, str] = field(default_factory=dict)
     """Metric -> median | min | mean: the statistic a benchmark metric's value uses."""
 

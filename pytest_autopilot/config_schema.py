@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_autopilot.config import (
+    OPTUNA_SAMPLERS,
     Acceptance,
     AutopilotConfig,
     Budget,
@@ -25,6 +26,7 @@ from pytest_autopilot.config import (
     GateSpec,
     IntDimension,
     Objective,
+    OptunaSettings,
     ParameterSpec,
     SearchSettings,
 )
@@ -396,6 +398,21 @@ SEARCH = Section(
     (Key("seed", integer(), "seed of the built-in search"),),
 )
 
+
+def optuna_sampler(parser: Parser, value: object, key: str) -> str:
+    if value not in OPTUNA_SAMPLERS:
+        parser.fail(key, f"one of {', '.join(OPTUNA_SAMPLERS)}", value)
+    return str(value)
+
+
+OPTUNA = Section(
+    OptunaSettings,
+    (
+        Key("sampler", optuna_sampler, "tpe, gp or cmaes: the Optuna sampler"),
+        Key("seed", integer(), "the sampler's seed (default: search.seed)", nullable=True),
+    ),
+)
+
 TOP = Section(
     AutopilotConfig,
     (
@@ -416,6 +433,7 @@ TOP = Section(
         Key("acceptance", nested(ACCEPTANCE), "when a candidate beats the incumbent"),
         Key("datasets", nested(DATASETS), "how unsplit dataset cases are split"),
         Key("search", nested(SEARCH), "settings of the built-in search"),
+        Key("optuna", nested(OPTUNA), "settings of the optuna optimizer ([optuna] extra)"),
         Key(
             "benchmark_statistic",
             benchmark_statistic,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pytest_autopilot.config import AutopilotConfig, Dimension, Objective
 from pytest_autopilot.results import Metric
@@ -75,6 +75,24 @@ class CandidateRecord:
         return None if metric is None else metric.value
 
 
+class CommittedFiles(Protocol):
+    """Files of the experiment's commits, read-only, and its directory (``Workspace``)."""
+
+    @property
+    def rootdir_prefix(self) -> str:
+        """The rootdir's place inside the repository, ``""`` or ``"sub/dir/"``."""
+        ...
+
+    @property
+    def experiment_dir(self) -> Path:
+        """``.autopilot/<experiment>/``: where an optimizer may keep files of its own."""
+        ...
+
+    def read_texts(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Text of each (commit, rootdir-relative path) that exists and is text."""
+        ...
+
+
 @dataclass(frozen=True)
 class OptimizerContext:
     """Everything an optimizer may use to propose the next round's candidates."""
@@ -99,10 +117,26 @@ class OptimizerContext:
     protected_files: Sequence[str] = ()
     """The incumbent session's ``SessionResult.protected_files`` (test modules and dataset
     files, rootdir-relative): agent optimizers must never edit them, nor read the datasets."""
+    files: CommittedFiles | None = None
+    """Files of earlier candidates' commits, so optimizers never run git themselves; ``None``
+    outside the loop (offline drivers, unit tests)."""
 
     def evaluated_params(self) -> list[dict[str, Any]]:
         """Points of the typed space already tried (whatever their verdict)."""
         return [dict(r.params) for r in self.history if r.params is not None]
+
+    def read_files(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Text of each (commit, rootdir-relative path) that can be read; empty without git."""
+        return self.files.read_texts(wanted) if self.files is not None else {}
+
+    def read_file(self, commit: str, path: str) -> str | None:
+        """One file of an earlier commit (rootdir-relative path), ``None`` when unreadable."""
+        return self.read_files([(commit, path)]).get((commit, path))
+
+    @property
+    def rootdir_prefix(self) -> str:
+        """The rootdir's place inside the repository, ``""`` or ``"sub/dir/"``."""
+        return self.files.rootdir_prefix if self.files is not None else ""
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import yaml  # noqa: F401  (in-process pytester runs must not re-import its C loader)
 from gitrepo import init_repo
+from offline_search import Trial, drive
 
 from pytest_autopilot.config import (
     AutopilotConfig,
@@ -23,8 +25,8 @@ from pytest_autopilot.config import (
     Objective,
     ParameterSpec,
 )
+from pytest_autopilot.loop.workspace import Workspace
 from pytest_autopilot.optimizers import search
-from pytest_autopilot.optimizers.search import drive
 from pytest_autopilot.paramfiles import read_values
 from pytest_autopilot.proposals import (
     CandidateRecord,
@@ -76,7 +78,7 @@ def optimum(space: dict[str, Dimension], f: Any) -> float:
     return float(min(f(dict(zip(space, v, strict=True))) for v in itertools.product(*ranges)))
 
 
-def evaluations_to(trials: list[search.Trial], f: Any, target: float) -> int | None:
+def evaluations_to(trials: list[Trial], f: Any, target: float) -> int | None:
     return next((i for i, t in enumerate(trials, start=1) if f(t.params) <= target), None)
 
 
@@ -134,9 +136,84 @@ def test_values_respect_bounds_types_and_choices() -> None:
         assert any(
             t.params["mode"] == c and type(t.params["mode"]) is type(c) for c in ("a", 3, True)
         )
-    lrs = sorted(t.params["lr"] for t in trials)
+    lrs = sorted({t.params["lr"] for t in trials})
     below = sum(lr < 1e-3 for lr in lrs)
     assert below >= len(lrs) // 4, f"a log dimension is explored on the log scale: {lrs}"
+
+
+BOWL: dict[str, Dimension] = {
+    "x": IntDimension(0, 20),
+    "y": IntDimension(0, 20),
+    "mode": ChoiceDimension(("a", "b", "c")),
+}
+
+
+def bowl(params: dict[str, Any]) -> float | None:
+    """A discrete quadratic, optimum 0 at x=13 y=6 mode=b; x=12 fails (a constraint test)."""
+    if params["x"] == 12:
+        return None
+    offset = {"a": 3.0, "b": 0.0, "c": 7.0}[params["mode"]]
+    return float((params["x"] - 13) ** 2 + (params["y"] - 6) ** 2) + offset
+
+
+def test_a_stalled_search_tries_every_one_step_neighbour_of_the_best_point() -> None:
+    space = dict(BOWL)
+    far = [(0, 20, "a"), (20, 0, "c"), (3, 3, "c"), (18, 15, "a"), (5, 17, "c")]
+    history = [
+        record(f"r{n}c1", {"x": x, "y": y, "mode": m}, bowl({"x": x, "y": y, "mode": m}) or 0)
+        for n, (x, y, m) in enumerate(far, start=2)
+    ]
+    incumbent = record("r1c1", {"x": 14, "y": 6, "mode": "b"}, 1.0, verdict="accepted")
+    context = make_context(
+        space,
+        "x: 14\ny: 6\nmode: b\n",
+        history=[incumbent, *history],
+        incumbent=incumbent,
+        max_candidates=6,
+    )
+    proposals = list(search.pytest_autopilot_propose(context) or [])
+    points = {(p.params["x"], p.params["y"], p.params["mode"]) for p in proposals if p.params}
+    assert points == {
+        (13, 6, "b"),
+        (15, 6, "b"),
+        (14, 5, "b"),
+        (14, 7, "b"),
+        (14, 6, "a"),
+        (14, 6, "c"),
+    }
+    assert all("local refinement" in p.rationale for p in proposals)
+
+
+@pytest.mark.parametrize("interrupt", [None, 3])
+def test_reaches_the_optimum_next_to_a_forbidden_value(interrupt: int | None) -> None:
+    start = {"x": 4, "y": 17, "mode": "c"}
+    trials = drive(
+        BOWL, start, bowl, evaluations=40, seed=1, min_effect=0.0, interrupt_after=interrupt
+    )
+    assert any(t.value == 0 for t in trials), [(t.params, t.value) for t in trials]
+
+
+def test_a_resumed_run_proposes_what_the_uninterrupted_run_would() -> None:
+    start = {"x": 2, "y": 3, "mode": "a"}
+    plain = drive(BOWL, start, bowl, evaluations=14, seed=2, min_effect=0.0)
+    for after in (3, 6):
+        resumed = drive(
+            BOWL, start, bowl, evaluations=14, seed=2, min_effect=0.0, interrupt_after=after
+        )
+        assert [t.params for t in resumed] == [t.params for t in plain]
+
+
+def test_a_round_of_four_candidates_explores_four_different_things() -> None:
+    text = "fetch:\n  concurrency: 2\ndecode:\n  concurrency: 1\nbuffer_size: 2\n"
+    context = make_context(
+        LOADER, text + "executor: thread\nbatch_fetching: false\n", max_candidates=4
+    )
+    proposals = list(search.pytest_autopilot_propose(context) or [])
+    assert len(proposals) == 4
+    changed = [
+        frozenset(k for k, v in (p.params or {}).items() if v != LOADER_START[k]) for p in proposals
+    ]
+    assert len(set(changed)) >= 3, changed
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -328,7 +405,9 @@ def test_the_baseline_point_is_read_back_from_git(tmp_path: Path) -> None:
         baseline=baseline,
         rootdir=tmp_path,
     )
-    assert search.pytest_autopilot_propose(context) == []
+    assert len(search.pytest_autopilot_propose(context) or []) == 1, "without git: n=1 mode=a"
+    reading = dataclasses.replace(context, files=Workspace(tmp_path, tmp_path, "t"))
+    assert search.pytest_autopilot_propose(reading) == []
 
 
 def test_check_refuses_a_config_without_a_space(
@@ -401,7 +480,8 @@ def test_end_to_end_through_the_loop_on_a_json_space(pytester: pytest.Pytester) 
     best = json.loads(repo.show("autopilot/e2e", "conf/params.json"))
     assert best["opt"]["kind"] == "adam" and best["epochs"] == 3
     tried = [c for r in data["rounds"] for c in r["candidates"]]
-    assert all(" -> " in c["reason"] or c["verdict"] for c in tried)
+    assert tried and all(" -> " in c["rationale"] for c in tried), "each says what changed"
+    assert {c["verdict"] for c in tried} <= {"accepted", "rejected"}
     assert repo.read("conf/params.json") == E2E_PARAMS
 
 
@@ -456,3 +536,23 @@ def make_context(
         parameters=[ParameterFile(path, text, space)],
         knowledge=[],
     )
+
+
+def test_spdl_stage_statistics_set_each_stage_concurrency_for_the_target_rate() -> None:
+    space: dict[str, Dimension] = {
+        "fetch.concurrency": IntDimension(1, 64, log=True),
+        "decode.concurrency": IntDimension(1, 8),
+    }
+    incumbent = record("r0", None, 0.040, verdict=None)
+    busy = {"fetch": 0.040, "decode": 0.008, "collate": 0.002}
+    for stage, seconds in busy.items():
+        name = f"spdl.stage.{stage}.busy_time"
+        incumbent.metrics[name] = Metric(name, seconds)
+    context = make_context(
+        space, "fetch:\n  concurrency: 1\ndecode:\n  concurrency: 1\n", baseline=incumbent
+    )
+    first = next(iter(search.pytest_autopilot_propose(context) or []))
+    # one batch every 2 ms (the collate stage, which has no knob): fetch needs 40 ms of
+    # tasks per batch / 2 ms = 20 in flight, decode 4; with 25% headroom 25 and 5
+    assert first.params == {"fetch.concurrency": 25, "decode.concurrency": 5}
+    assert "per-stage model" in first.rationale

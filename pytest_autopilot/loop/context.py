@@ -46,6 +46,7 @@ def optimizer_context(
         knowledge=tuple(knowledge(workspace, config, str(state.baseline.commit))),
         seed=config.search.seed,
         protected_files=tuple(incumbent_result.protected_files),
+        files=workspace,
     )
     extra: list[FeedbackItem] = []
     answers = hook.pytest_autopilot_feedback(  # type: ignore[attr-defined]

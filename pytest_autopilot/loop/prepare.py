@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = (
     ("autopilot-optimizer-search", "pytest_autopilot.optimizers.search"),
     ("autopilot-optimizer-anthropic", "pytest_autopilot.optimizers.anthropic_api"),
     ("autopilot-optimizer-command", "pytest_autopilot.optimizers.command"),
+    ("autopilot-optimizer-optuna", "pytest_autopilot.optimizers.optuna_sampler"),
     ("autopilot-acceptance", "pytest_autopilot.loop.acceptance"),
 )
 

@@ -256,6 +256,49 @@ class Workspace:
         )
         return proc.stdout if proc.returncode == 0 else None
 
+    @property
+    def rootdir_prefix(self) -> str:
+        """The rootdir's place inside the repository, ``""`` or ``"sub/dir/"``."""
+        return f"{self.rootdir_rel}/" if self.rootdir_rel else ""
+
+    def read_texts(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The text of each (commit, rootdir-relative path) through one ``git cat-file
+        --batch``, for optimizers reading earlier candidates' files (see
+        ``OptimizerContext.read_files``); what is missing, not a file or not UTF-8 is left out."""
+        wanted = list(dict.fromkeys(wanted))
+        if not wanted:
+            return {}
+        request = "".join(f"{c}:{self.to_repo_path(p)}\n" for c, p in wanted).encode()
+        try:
+            proc = subprocess.run(
+                ["git", "cat-file", "--batch"],
+                input=request,
+                cwd=self.repo,
+                env=clean_environ(),
+                capture_output=True,
+                start_new_session=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        texts: dict[tuple[str, str], str] = {}
+        out, pos = proc.stdout, 0
+        for item in wanted if proc.returncode == 0 else ():
+            end = out.find(b"\n", pos)
+            if end < 0:
+                break
+            header, pos = out[pos:end].split(), end + 1
+            if len(header) != 3 or header[1] != b"blob":
+                continue
+            size = int(header[2])
+            blob, pos = out[pos : pos + size], pos + size + 1
+            try:
+                texts[item] = blob.decode()
+            except UnicodeDecodeError:
+                continue
+        return texts
+
     def diff(self, old: str, new: str) -> list[DiffEntry]:
         """Every changed path from ``old`` to ``new`` (commits or trees), renames included."""
         out = self.git("diff-tree", "-r", "-z", "-M", "--raw", "--no-commit-id", old, new)

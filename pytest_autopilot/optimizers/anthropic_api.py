@@ -36,7 +36,6 @@ from pytest_autopilot.optimizers.prompt import (
     Prompt,
     build_prompt,
     protected_patterns,
-    rootdir_prefix,
 )
 from pytest_autopilot.proposals import CandidateFailed, OptimizerContext, Proposal
 
@@ -178,7 +177,7 @@ def pytest_autopilot_propose(context: OptimizerContext) -> Sequence[Proposal] | 
     )
     if ledger.exhausted():
         return []
-    prefix = rootdir_prefix(context.config.rootdir)
+    prefix = context.rootdir_prefix
     policy = EditPolicy.build(
         context.config,
         protected_patterns(context.config, context.protected_files),

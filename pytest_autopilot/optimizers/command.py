@@ -25,7 +25,7 @@ import pytest
 from pytest_autopilot.config import AutopilotConfig
 from pytest_autopilot.loop.process import kill_group, read_tail
 from pytest_autopilot.optimizers.anthropic_api import redact
-from pytest_autopilot.optimizers.prompt import Prompt, build_prompt, rootdir_prefix
+from pytest_autopilot.optimizers.prompt import Prompt, build_prompt
 from pytest_autopilot.proposals import CandidateFailed, OptimizerContext, Proposal
 
 NAME = "command"
@@ -56,7 +56,7 @@ def pytest_autopilot_propose(context: OptimizerContext) -> Sequence[Proposal] | 
     command = (context.config.command or "").strip()
     if not command:
         raise pytest.UsageError("optimizer 'command' needs `command:` in the autopilot config")
-    prefix = rootdir_prefix(context.config.rootdir)
+    prefix = context.rootdir_prefix
     proposals = []
     for index in range(1, context.max_candidates + 1):
         proposal = Proposal(rationale=f"command: idea {index} of {context.max_candidates}")

@@ -12,10 +12,8 @@ pursue so that the K candidates of a round differ.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pytest_autopilot.config import AutopilotConfig, ChoiceDimension, Dimension, protected_globs
 from pytest_autopilot.proposals import CandidateRecord, GateStatus, OptimizerContext
@@ -277,18 +275,3 @@ def _one_line(text: str, limit: int) -> str:
 
 def _indent(text: str) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines())
-
-
-def rootdir_prefix(rootdir: Path) -> str:
-    """The rootdir's place inside its git repository, ``""`` or ``"sub/dir/"``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--show-prefix"],
-            cwd=rootdir,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return out.stdout.strip()

@@ -1,0 +1,107 @@
+"""``optimizer: optuna``: Optuna's samplers over the typed spaces, trials in a journal file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml  # noqa: F401  (in-process pytester runs must not re-import its C loader)
+from gitrepo import init_repo
+
+from pytest_autopilot.config import parse_config
+from pytest_autopilot.optimizers import optuna_sampler
+
+optuna = pytest.importorskip("optuna")
+
+CONFIG = """\
+experiment: tpe
+objective: {metric: loss, goal: min}
+parameters:
+  - path: params.yaml
+    space:
+      x: {int: [0, 12]}
+      mode: {choice: [slow, fast]}
+optimizer: optuna
+optuna: {sampler: tpe, seed: 3}
+budget: {rounds: 3, candidates: 2, patience: 10}
+acceptance: {min_effect: 0.0}
+"""
+
+TEST = """\
+import pathlib, yaml
+
+def test_loss(autopilot):
+    p = yaml.safe_load((pathlib.Path(__file__).parent / "params.yaml").read_text())
+    autopilot.record("loss", abs(p["x"] - 7) + (0 if p["mode"] == "fast" else 5), goal="min")
+"""
+
+
+def test_the_loop_runs_optuna_and_resumes_its_study(pytester: pytest.Pytester) -> None:
+    init_repo(
+        pytester.path,
+        {
+            "params.yaml": "x: 0\nmode: slow\n",
+            "autopilot.yaml": CONFIG,
+            "test_loss.py": TEST,
+            "pytest.ini": "[pytest]\n",
+        },
+    )
+    out = pytester.path.parent / "out.json"
+    result = pytester.runpytest("--autopilot", f"--autopilot-json={out}")
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads(out.read_text())
+    tried = [c for r in data["rounds"] for c in r["candidates"]]
+    assert len(tried) == 6
+    assert all("Optuna tpe sampler, trial" in c["rationale"] for c in tried)
+    assert data["best"]["metrics"]["loss"]["value"] < data["baseline"]["metrics"]["loss"]["value"]
+
+    journal = pytester.path / ".autopilot" / "tpe" / "optuna.log"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    study = optuna.load_study(study_name="tpe", storage=storage)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    by_id = {t.user_attrs["autopilot_candidate"]: t.value for t in finished}
+    measured = {c["id"]: c["metrics"]["loss"]["value"] for c in tried[:-2] if c["metrics"]}
+    assert measured and {k: by_id[k] for k in measured} == measured, "measured ones were told"
+    assert by_id["r0"] == data["baseline"]["metrics"]["loss"]["value"]
+
+    result = pytester.runpytest("--autopilot", "--autopilot-rounds=4")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    study = optuna.load_study(study_name="tpe", storage=storage)
+    told = [t.user_attrs.get("autopilot_candidate") for t in study.trials]
+    assert {"r3c1", "r3c2"} <= set(told), "the resumed run told the last round's results"
+    assert len(study.trials) == 1 + 8, "one study across both runs: baseline and 8 candidates"
+
+    result = pytester.runpytest("--autopilot", "--autopilot-fresh", "--autopilot-rounds=1")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    study = optuna.load_study(study_name="tpe", storage=storage)
+    assert len(study.trials) == 1 + 2, "a fresh run starts a fresh study"
+
+
+def test_missing_optuna_is_a_usage_error_saying_what_to_install(
+    tmp_path: Path, pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "params.yaml").write_text("x: 0\n")
+    data = {
+        "objective": {"metric": "loss"},
+        "parameters": [{"path": "params.yaml", "space": {"x": {"int": [0, 3]}}}],
+        "optimizer": "optuna",
+    }
+    config = parse_config(data, tmp_path / "autopilot.yaml", tmp_path)
+    optuna_sampler.pytest_autopilot_check(pytestconfig, config)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a)
+    )
+    with pytest.raises(pytest.UsageError, match=r"pip install 'pytest-autopilot\[optuna\]'"):
+        optuna_sampler.pytest_autopilot_check(pytestconfig, config)
+
+
+def test_an_unknown_sampler_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("x: 0\n")
+    data = {"objective": {"metric": "loss"}, "optimizer": "optuna", "optuna": {"sampler": "x"}}
+    with pytest.raises(pytest.UsageError, match=r"optuna\.sampler: expected one of tpe, gp, cmaes"):
+        parse_config(data, tmp_path / "autopilot.yaml", tmp_path)
