@@ -42,7 +42,7 @@ from pytest_autopilot.config_parser import (
     show,
     text,
 )
-from pytest_autopilot.globs import expand_glob
+from pytest_autopilot.globs import ALWAYS_PROTECTED, expand_glob, is_protected
 from pytest_autopilot.names import EXPERIMENT_EXPECTED, is_experiment_name
 
 GATE_KINDS: tuple[GateKind, ...] = ("min", "max", "max_regression", "min_gain")
@@ -109,6 +109,13 @@ def parameters(parser: Parser, value: object, key: str) -> tuple[ParameterSpec, 
                 glob,
             )
         _refuse_only_symlinked(parser, f"{where}.path", glob, files)
+        if all(is_protected(name, ALWAYS_PROTECTED) for name in files):
+            parser.fail(
+                f"{where}.path",
+                "files the optimizer may change (every file this glob matches is always "
+                f"protected: {', '.join(ALWAYS_PROTECTED)})",
+                glob,
+            )
         space: dict[str, Dimension] = {}
         if section.get("space") is not None:
             space = _space(parser, section["space"], f"{where}.space", glob, files)

@@ -271,15 +271,12 @@ CONFIG_CASES: list[Any] = [
         ("autopilot.yaml", "parameters[0]", "../x.json"),
         {"autopilot.yaml": config(parameters=[{"path": "../x.json"}])},
     ),
-    pytest.param(
-        Case(
-            "parameter-in-git-dir",
-            ("--autopilot",),
-            USAGE,
-            ("autopilot.yaml", "parameters[0]"),
-            {"autopilot.yaml": config(parameters=[{"path": ".git/config"}])},
-        ),
-        marks=pytest.mark.xfail(reason="accepted, though no edit of .git can ever be proposed"),
+    Case(
+        "parameter-in-git-dir",
+        ("--autopilot",),
+        USAGE,
+        ("autopilot.yaml", "parameters[0]", "always protected"),
+        {"autopilot.yaml": config(parameters=[{"path": ".git/config"}])},
     ),
     Case(
         "optimizer-unknown",
@@ -846,17 +843,12 @@ GIT_CASES: list[Any] = [
         ("state.json", "--autopilot-fresh"),
         **_unmeasured(_corrupt_state("{")),
     ),
-    pytest.param(
-        Case(
-            "git-state-wrong-shape",
-            LOOP,
-            USAGE,
-            ("state.json", "--autopilot-fresh"),
-            **_unmeasured(_corrupt_state('{"version": 1, "records": 5, "baseline_tree": []}')),
-        ),
-        marks=pytest.mark.xfail(
-            reason="issue 16 item 9: a hand-corrupted state.json (loop helper)"
-        ),
+    Case(
+        "git-state-wrong-shape",
+        LOOP,
+        USAGE,
+        ("state.json", "--autopilot-fresh"),
+        **_unmeasured(_corrupt_state('{"version": 1, "records": 5, "baseline_tree": []}')),
     ),
     Case(
         "git-env-git-dir",
