@@ -129,22 +129,18 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
 
 def _output_files(pytest_config: pytest.Config, workspace: Workspace) -> list[str]:
     """Files this run writes into the tree (repository-relative): not part of any baseline."""
-    here = pytest_config.invocation_params.dir
+    from pytest_autopilot.preflight import output_paths
+
+    written = [path for _, _, path in output_paths(pytest_config)]
+    xml = pytest_config.getoption("xmlpath", None)
+    if isinstance(xml, str) and xml:
+        written.append(pytest_config.invocation_params.dir / xml)
     paths = []
-    for option in (
-        "autopilot_json",
-        "autopilot_report",
-        "autopilot_save",
-        "autopilot_html",
-        "xmlpath",
-    ):
-        value = pytest_config.getoption(option, None)
-        if isinstance(value, str) and value:
-            try:
-                rel = (here / value).resolve().relative_to(workspace.repo)
-            except ValueError:
-                continue
-            paths.append(rel.as_posix())
+    for path in written:
+        try:
+            paths.append(path.resolve().relative_to(workspace.repo).as_posix())
+        except ValueError:
+            continue
     return paths
 
 
