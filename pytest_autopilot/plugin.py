@@ -408,7 +408,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(plugin, "autopilot-session")
     config.pluginmanager.register(plugin.recorder, "autopilot-recorder")
     plugin.helpers.append(plugin.recorder)
-    if "PYTEST_AUTOPILOT_TIMING_LOCK" in os.environ:
+    if "PYTEST_AUTOPILOT_TIMING_LOCK" in os.environ and "PYTEST_AUTOPILOT_CHILD" in os.environ:
         from pytest_autopilot import timing
 
         timing.register(config)

@@ -12,6 +12,11 @@ sessions reach them (incumbent and candidates interleave). Only the interpreter 
 session, before its plugins are configured, can still overlap a measurement.
 
 ``flock`` locks belong to the open file, so a session that dies releases its lock with it.
+
+Only a session the loop started (one with ``PYTEST_AUTOPILOT_CHILD`` set) ever takes the lock,
+and the loop always sets the path itself: a ``PYTEST_AUTOPILOT_TIMING_LOCK`` left in the user's
+environment is neither taken by the controller (which would hold it shared while its children
+wait for it exclusively: a deadlock until ``candidate_timeout``) nor passed on to children.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 import pytest
 
 TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
+CHILD_ENV = "PYTEST_AUTOPILOT_CHILD"
+"""Set (to its label) in every session the loop starts: ``loop.child.CHILD_ENV``."""
 
 
 def default_lock_path() -> str:
@@ -68,7 +75,8 @@ class TimingLock:
 
 
 def register(config: pytest.Config) -> None:
-    """Take the lock when this session was started by the loop with one."""
+    """Take the lock when this session was started by the loop with one (never otherwise)."""
     path = os.environ.get(TIMING_LOCK_ENV)
-    if path and os.name == "posix" and not hasattr(config, "workerinput"):
+    child = os.environ.get(CHILD_ENV)
+    if path and child and os.name == "posix" and not hasattr(config, "workerinput"):
         config.pluginmanager.register(TimingLock(path), "autopilot-timing-lock")

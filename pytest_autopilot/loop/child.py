@@ -203,7 +203,7 @@ class ChildSpec:
         if env.get("PYTEST_ADDOPTS"):
             env["PYTEST_ADDOPTS"] = shlex.join(child_args(shlex.split(env["PYTEST_ADDOPTS"])))
         env[CHILD_ENV] = label
-        env.setdefault(TIMING_LOCK_ENV, default_lock_path())
+        env[TIMING_LOCK_ENV] = default_lock_path()
         return env
 
 

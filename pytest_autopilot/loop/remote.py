@@ -288,7 +288,7 @@ class ExecnetExecutor:
             "cwd": str(spec.cwd(worktree)),
             "env": self._environment(info, worktree, label),
             "timing_lock": self._timing_lock,
-            "drop_env": list(_GIT_LOCATION_VARS),
+            "drop_env": [*_GIT_LOCATION_VARS, TIMING_LOCK_ENV],
             "timeout": timeout,
         }
         try:
