@@ -46,14 +46,17 @@ import pytest
 from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, protected_globs
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Evaluation, Executor, LocalExecutor
-from pytest_autopilot.loop.journal import (
-    ExperimentStore,
-    Lock,
-    kill_orphans,
-    record_from_json,
-    record_to_json,
+from pytest_autopilot.loop.journal import ExperimentStore, Lock, kill_orphans
+from pytest_autopilot.loop.judge import (
+    Decision,
+    Interrupted,
+    Judge,
+    Reference,
+    RoundDecision,
+    hook_acceptance,
 )
 from pytest_autopilot.loop.protect import violations
+from pytest_autopilot.loop.state import RunState, frozen_copy, record_to_json
 from pytest_autopilot.loop.workspace import (
     GitError,
     InvalidEdit,
@@ -103,7 +106,7 @@ class LoopRun:
         store: ExperimentStore,
         lock: Lock,
         baseline_commit: str,
-        state: dict[str, Any] | None,
+        state: RunState | None,
         pruned: list[str],
         orphans: list[str],
     ) -> None:
@@ -192,7 +195,7 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
         orphans = kill_orphans(store)
         pruned = workspace.prune_worktrees()
         fresh = bool(pytest_config.getoption("autopilot_fresh", False))
-        state = None if fresh else store.load_state()
+        state = None if fresh else RunState.load(store)
         if state is None:
             workspace.delete_experiment_refs()
             store.clear()
@@ -204,12 +207,12 @@ def prepare_loop(pytest_config: pytest.Config, autopilot_config: AutopilotConfig
             exclude=_output_files(pytest_config, workspace),
         )
         run = LoopRun(workspace, store, lock, baseline_commit, state, pruned, orphans)
-        if state is not None and state.get("baseline_tree") != run.baseline_tree:
-            changed = workspace.changed_paths(str(state.get("baseline_tree")), run.baseline_tree)
+        if state is not None and state.baseline.tree != run.baseline_tree:
+            changed = workspace.changed_paths(str(state.baseline.tree), run.baseline_tree)
             shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
             raise pytest.UsageError(
                 f"experiment {config.experiment!r} started from other code (its baseline "
-                f"{str(state.get('baseline_commit'))[:12]}; changed since: {shown or 'unknown'}); "
+                f"{str(state.baseline.commit)[:12]}; changed since: {shown or 'unknown'}); "
                 "pass --autopilot-fresh to start it over from the current tree, or "
                 "--autopilot-experiment NAME for a new one"
             )
@@ -274,10 +277,6 @@ def make_executor(pytest_config: pytest.Config, run: LoopRun, specs: Sequence[st
     return LocalExecutor(run.workspace, run.store, spec)
 
 
-class Interrupted(Exception):
-    """Ctrl+C: stop at the next safe point, keeping everything recorded so far."""
-
-
 class Controller:
     """One run of the loop; all its state is here and in the experiment's files."""
 
@@ -302,17 +301,17 @@ class Controller:
         """How many candidate sessions may run at once (``-n N``, or one per ``--tx`` spec)."""
         self.executor: Executor = executor or make_executor(pytest_config, run, specs)
         self.hook = pytest_config.hook
+        self.judge = Judge(
+            config, hook_acceptance(self.hook, config), self._evaluate_all, self.parallel
+        )
         given = pytest_config.getoption("autopilot_baseline", None)
         self.gate_baseline = (
             read_session_file(pytest_config.invocation_params.dir / given) if given else None
         )
         """``--autopilot-baseline``: what relative gates compare with, instead of the run's r0."""
-        self.records: list[CandidateRecord] = []
         self.results: dict[str, SessionResult] = {}
-        self.gates: dict[str, list[GateStatus]] = {}
-        self.trees: dict[str, str] = {}
         self.head = self.workspace.head_commit()
-        self.baseline = CandidateRecord(
+        baseline = CandidateRecord(
             id="r0",
             round=0,
             commit=run.baseline_commit,
@@ -320,10 +319,8 @@ class Controller:
             rationale="baseline: the code the run started from",
             tree=run.baseline_tree,
         )
-        self.incumbent = self.baseline
-        self.rounds_done = 0
-        self.stale_rounds = 0
-        self.elapsed_before = 0.0
+        self.state = run.state or RunState.fresh(config.experiment, baseline)
+        self.resumed = run.state is not None
         self.started = time.monotonic()
         self.exhausted = False
         self.interrupted = False
@@ -340,9 +337,9 @@ class Controller:
             try:
                 self._start()
                 while not (reason := self._stop_reason()):
-                    self._round(self.rounds_done + 1)
+                    self._round(self.state.rounds_done + 1)
                 self.stop_reason = reason
-                status = 0 if self._gates_pass(self.incumbent) else 1
+                status = 0 if self._gates_pass(self.state.incumbent) else 1
             except (Interrupted, KeyboardInterrupt):
                 self.executor.cancel()
                 self.stop_reason = "interrupted"
@@ -387,24 +384,24 @@ class Controller:
             raise Interrupted
 
     def _elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.started
+        return self.state.elapsed_before + time.monotonic() - self.started
 
     def _stop_reason(self) -> str:
         budget = self.config.budget
-        if self.config.gates and self._gates_pass(self.incumbent):
+        if self.config.gates and self._gates_pass(self.state.incumbent):
             return "all gates pass"
         if self.exhausted:
             return "the optimizer has nothing left to propose"
-        if self.rounds_done >= budget.rounds:
+        if self.state.rounds_done >= budget.rounds:
             return f"round budget spent ({budget.rounds} rounds)"
-        if self.stale_rounds >= budget.patience:
+        if self.state.stale_rounds >= budget.patience:
             return f"no improvement in {budget.patience} rounds (patience)"
         if self._elapsed() >= budget.minutes * 60:
             return f"time budget spent ({budget.minutes:g} minutes)"
         return ""
 
     def _gates_pass(self, record: CandidateRecord) -> bool:
-        return all(status.passed for status in self.gates.get(record.id, []))
+        return all(status.passed for status in self.state.gates.get(record.id, []))
 
     def _say(self, line: str, **markup: bool) -> None:
         reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
@@ -418,29 +415,29 @@ class Controller:
     # -- start and resume -----------------------------------------------------------------
 
     def _start(self) -> None:
-        state = self.run_info.state
         budget = self.config.budget
         for label in self.run_info.orphans:
             self._say(f"killed the session {label} that an earlier run left running")
         for name in self.run_info.pruned:
             self._say(f"removed the worktree {name} left by an earlier run that did not finish")
-        if state is not None:
-            self._restore(state)
+        if self.resumed:
+            self._load_results()
             self._say(
-                f"resuming experiment {self.config.experiment} after round {self.rounds_done} "
-                f"({len(self.records)} candidates so far, incumbent {self.incumbent.id})"
+                f"resuming experiment {self.config.experiment} after round "
+                f"{self.state.rounds_done} ({len(self.state.records)} candidates so far, "
+                f"incumbent {self.state.incumbent.id})"
             )
-            self.store.append("resume", rounds_done=self.rounds_done, pid=os.getpid())
+            self.store.append("resume", rounds_done=self.state.rounds_done, pid=os.getpid())
             return
         head = self.head
         if head is None:
             origin = "your files (no commit yet)"
-        elif head == self.baseline.commit:
+        elif head == self.state.baseline.commit:
             origin = f"HEAD {head[:10]}"
         else:
             origin = "HEAD plus your uncommitted changes"
         self._say(
-            f"experiment {self.config.experiment}: baseline {str(self.baseline.commit)[:10]} "
+            f"experiment {self.config.experiment}: baseline {str(self.state.baseline.commit)[:10]} "
             f"({origin}); objective {self.objective.metric} ({self.objective.goal}); "
             f"optimizer {self.config.optimizer}; budget {budget.rounds} rounds x "
             f"{budget.candidates} candidates"
@@ -448,13 +445,13 @@ class Controller:
         self.store.append(
             "start",
             experiment=self.config.experiment,
-            baseline=self.baseline.commit,
+            baseline=self.state.baseline.commit,
             head=head,
             pid=os.getpid(),
             optimizer=self.config.optimizer,
         )
         evaluation = self.executor.evaluate(
-            "r0", str(self.baseline.commit), budget.candidate_timeout
+            "r0", str(self.state.baseline.commit), budget.candidate_timeout
         )
         if evaluation.status == "interrupted":
             raise Interrupted
@@ -471,75 +468,49 @@ class Controller:
                 "(does a test need a file that git ignores or does not track?)",
                 yellow=True,
             )
-        self.baseline.metrics = result.metrics
-        self.baseline.verdict = "accepted"
-        self.baseline.reason = "baseline"
+        self.state.baseline.metrics = result.metrics
+        self.state.baseline.verdict = "accepted"
+        self.state.baseline.reason = "baseline"
         self.results["r0"] = result
-        self.gates["r0"] = self._evaluate_gates(result)
-        self.trees[str(self.baseline.tree)] = "r0"
+        self.state.gates["r0"] = self._evaluate_gates(result)
+        self.state.trees[str(self.state.baseline.tree)] = "r0"
         self.workspace.set_ref(
             f"{self.workspace.ref_prefix}/baseline",
-            str(self.baseline.commit),
+            str(self.state.baseline.commit),
             "autopilot: baseline",
         )
         self.workspace.set_ref(
-            self.workspace.best_ref, str(self.baseline.commit), "autopilot: baseline"
+            self.workspace.best_ref, str(self.state.baseline.commit), "autopilot: baseline"
         )
         self.store.append(
             "baseline",
-            commit=self.baseline.commit,
-            metrics=_metrics_json(self.baseline),
-            gates=[asdict(s) for s in self.gates["r0"]],
+            commit=self.state.baseline.commit,
+            metrics=_metrics_json(self.state.baseline),
+            gates=[asdict(s) for s in self.state.gates["r0"]],
             seconds=round(evaluation.duration, 3),
         )
         self._say(
             f"r0 baseline {self.objective.metric} "
-            f"{_num(self.baseline.objective_value(self.objective))} ({evaluation.duration:.1f}s)"
+            f"{_num(self.state.baseline.objective_value(self.objective))} "
+            f"({evaluation.duration:.1f}s)"
         )
         self._save()
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        source = str(self.store.state_path)
-        self.baseline = record_from_json(state["baseline"], source)
-        self.records = [record_from_json(r, source) for r in state["records"]]
-        self.gates = {
-            cid: [GateStatus(**g) for g in statuses] for cid, statuses in state["gates"].items()
-        }
-        self.rounds_done = int(state["rounds_done"])
-        self.stale_rounds = int(state["stale_rounds"])
-        self.elapsed_before = float(state["elapsed"])
-        by_id = {r.id: r for r in self.records}
-        self.incumbent = by_id.get(state["incumbent"], self.baseline)
-        for record in [self.baseline, *self.records]:
-            if record.tree and record.tree not in self.trees:
-                self.trees[record.tree] = record.id
-        for cid in {"r0", self.incumbent.id}:
+    def _load_results(self) -> None:
+        for cid in {"r0", self.state.incumbent.id}:
             path = self.store.result_path(cid)
             try:
                 self.results[cid] = SessionResult.from_json(
                     json.loads(path.read_text()), source=str(path)
                 )
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError, KeyError, TypeError, pytest.UsageError):
                 raise pytest.UsageError(
                     f"{path}: the saved result of {cid} is missing or unreadable; "
                     "pass --autopilot-fresh to start the experiment over"
                 ) from None
 
     def _save(self) -> None:
-        self.store.save_state(
-            {
-                "experiment": self.config.experiment,
-                "baseline_commit": self.baseline.commit,
-                "baseline_tree": self.baseline.tree,
-                "baseline": record_to_json(self.baseline),
-                "incumbent": self.incumbent.id,
-                "records": [record_to_json(r) for r in self.records],
-                "gates": {cid: [asdict(s) for s in st] for cid, st in self.gates.items()},
-                "rounds_done": self.rounds_done,
-                "stale_rounds": self.stale_rounds,
-                "elapsed": round(self._elapsed(), 3),
-            }
-        )
+        self.state.save(self.store, self._elapsed())
 
     def _evaluate_gates(self, result: SessionResult) -> list[GateStatus]:
         from pytest_autopilot.gates import evaluate_gates
@@ -550,57 +521,82 @@ class Controller:
     # -- rounds ------------------------------------------------------------------------------
 
     def _round(self, number: int) -> None:
-        budget = self.config.budget
-        done = [r for r in self.records if r.round == number]
-        self.store.append("round", round=number, incumbent=self.incumbent.id, resumed=len(done))
-        reference, reference_result = self._reference(number)
-        wanted = budget.candidates - len(done)
+        done = self.state.in_round(number)
+        incumbent = self.state.incumbent.id
+        self.store.append("round", round=number, incumbent=incumbent, resumed=len(done))
+        reference = self._reference(number)
+        wanted = self.config.budget.candidates - len(done)
         proposals: Sequence[Proposal] = []
         if wanted > 0:
-            context = self._context(number, wanted)
-            answer = self._propose(context)
-            if answer is None:
-                raise pytest.UsageError(
-                    f"{_config_name(self.config)}: optimizer: no plugin answered for "
-                    f"{self.config.optimizer!r}"
-                )
-            proposals = list(answer)[:wanted]
+            proposals = self._proposals(number, wanted)
             if not proposals and not done:
                 self.exhausted = True
                 return
         self._check_interrupt()
-        if proposals and self._elapsed() < budget.minutes * 60:
+        outcome = None
+        if proposals and not self._out_of_time():
+            earlier = list(done)
             first = 1 + max((_position(r)[1] for r in done), default=0)
-            pending = self._prepare(number, first, proposals, reference_result)
+            pending = self._prepare(number, first, proposals, reference.result)
             for record in pending:
                 if record.verdict is not None:
-                    self._finish(record, reference, done)
-            pending = [r for r in pending if r.verdict is None]
-            for start in range(0, len(pending), self.parallel):
-                self._check_interrupt()
-                chunk = pending[start : start + self.parallel]
-                if self._elapsed() >= budget.minutes * 60:
-                    for record in pending[start:]:
-                        self.trees.pop(str(record.tree), None)
-                        self._refused(record, "failed", "not evaluated: the time budget was spent")
-                        self._finish(record, reference, done)
-                    break
-                evaluations = self._evaluate_all([(r.id, str(r.commit)) for r in chunk])
-                for record, evaluation in zip(chunk, evaluations, strict=True):
-                    self._decide(record, evaluation, reference, reference_result)
-                    self._file_ref(record)
-                    self._finish(record, reference, done)
-        self._close_round(number, done)
+                    self._finish(record, reference.record, done)
+            outcome = self.judge.judge_round(
+                [r for r in pending if r.verdict is None],
+                reference,
+                self.state.incumbent,
+                earlier=earlier,
+                out_of_time=self._stop_evaluating,
+                decided=lambda decision: self._record_decision(decision, reference.record, done),
+            )
+        self._close_round(number, done, outcome)
+
+    def _proposals(self, number: int, wanted: int) -> list[Proposal]:
+        answer = self._propose(self._context(number, wanted))
+        if answer is None:
+            raise pytest.UsageError(
+                f"{_config_name(self.config)}: optimizer: no plugin answered for "
+                f"{self.config.optimizer!r}"
+            )
+        return list(answer)[:wanted]
+
+    def _out_of_time(self) -> bool:
+        return self._elapsed() >= self.config.budget.minutes * 60
+
+    def _stop_evaluating(self) -> bool:
+        self._check_interrupt()
+        return self._out_of_time()
+
+    def _record_decision(
+        self, decision: Decision, reference: CandidateRecord, done: list[CandidateRecord]
+    ) -> None:
+        """Record one decision of the judge: journal, commit and ref, then the live line."""
+        record = decision.record
+        if decision.evaluation is None:
+            self.state.release_tree(record.tree)
+            self._refused(record, decision.verdict, decision.reason)
+        else:
+            for measurement in decision.measurements:
+                self._note_measurement(measurement)
+            record.verdict, record.reason = decision.verdict, decision.reason
+            if decision.result is not None:
+                record.metrics = decision.result.metrics
+                self.results[record.id] = decision.result
+                self.state.gates[record.id] = self._evaluate_gates(decision.result)
+            self._journal(record, decision.evaluation)
+            self._file_ref(record)
+        self._finish(record, reference, done)
 
     def _finish(
         self, record: CandidateRecord, reference: CandidateRecord, done: list[CandidateRecord]
     ) -> None:
         """A decided candidate: record it durably, then tell the user and the observers."""
         done.append(record)
-        self.records.append(record)
+        self.state.records.append(record)
         self._save()
         self._live_line(record, reference)
-        self.hook.pytest_autopilot_candidate_done(candidate=record)
+        if record.verdict != "accepted":  # final now; an accepted one only when the round closes
+            self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
 
     def _propose(self, context: OptimizerContext) -> Sequence[Proposal] | None:
         """Ask the optimizer; a crash in it stops the loop with where it happened, resumable."""
@@ -621,69 +617,64 @@ class Controller:
             ) from None
         return answer
 
-    def _reference(self, number: int) -> tuple[CandidateRecord, SessionResult]:
-        """The incumbent as candidates are compared with it in this round.
+    def _reference(self, number: int) -> Reference:
+        incumbent = self.state.incumbent
+        reference = self.judge.reference(incumbent, self.results[incumbent.id], f"r{number}i")
+        if reference.measurement is not None:
+            self._note_measurement(reference.measurement)
+        return reference
 
-        A sampled objective is measured again now, in the same conditions as the candidates
-        that follow; a deterministic one keeps the incumbent's own measurement.
-        """
-        incumbent = self.incumbent
-        result = self.results[incumbent.id]
-        metric = incumbent.metrics.get(self.objective.metric)
-        if metric is None or not metric.samples:
-            return incumbent, result
-        fresh = self._measure(f"r{number}i", str(incumbent.commit))
-        if fresh is None:
-            return incumbent, result
-        return dataclasses.replace(incumbent, metrics=fresh.metrics), fresh
-
-    def _measure(self, label: str, commit: str) -> SessionResult | None:
-        evaluation = self.executor.evaluate(label, commit, self.config.budget.candidate_timeout)
-        if evaluation.status == "interrupted":
-            raise Interrupted
+    def _note_measurement(self, evaluation: Evaluation) -> None:
         self.store.append(
             "measure",
-            label=label,
-            commit=commit,
+            label=evaluation.label,
+            commit=evaluation.commit,
             status=evaluation.status,
             reason=evaluation.reason,
             metrics=_result_metrics(evaluation.result),
             seconds=round(evaluation.duration, 3),
         )
         if evaluation.result is None:
-            self._say(f"{label} re-measurement failed: {evaluation.reason}", yellow=True)
-        return evaluation.result
+            self._say(f"{evaluation.label} re-measurement failed: {evaluation.reason}", yellow=True)
 
-    def _close_round(self, number: int, candidates: list[CandidateRecord]) -> None:
-        winners = [c for c in candidates if c.verdict == "accepted"]
-        if winners:
-            sign = 1.0 if self.objective.goal == "min" else -1.0
-            best = min(winners, key=lambda c: sign * (c.objective_value(self.objective) or 0.0))
-            for other in winners:
-                if other is not best:
-                    other.verdict = "rejected"
-                    other.reason = f"passed acceptance, but {best.id} was better ({other.reason})"
-                    self._file_ref(other)
-                    self.store.append("superseded", id=other.id, by=best.id)
-                    self._say(f"{other.id} passed acceptance too, but {best.id} is better: kept")
-            self.incumbent = best
-            self.results[best.id] = self._load_result(best.id)
-            self.workspace.set_ref(
-                self.workspace.best_ref, str(best.commit), f"autopilot: {best.id} accepted"
+    def _close_round(
+        self, number: int, candidates: list[CandidateRecord], outcome: RoundDecision | None
+    ) -> None:
+        """Supersede all accepted candidates but the winner, move the incumbent, then tell the
+        observers the final verdicts."""
+        final = [c for c in candidates if c.verdict == "accepted"]
+        winner = outcome.winner if outcome is not None else None
+        for decision in outcome.superseded if outcome is not None else ():
+            other = decision.record
+            other.verdict, other.reason = decision.verdict, decision.reason
+            self._file_ref(other)
+            self.store.append("superseded", id=other.id, by=str(winner and winner.id))
+            self._say(
+                f"{other.id} passed acceptance too, but {winner and winner.id} is better: kept"
             )
-            self.stale_rounds = 0
+        if winner is not None:
+            self.state.incumbent = winner
+            self.results[winner.id] = self._load_result(winner.id)
+            self.workspace.set_ref(
+                self.workspace.best_ref, str(winner.commit), f"autopilot: {winner.id} accepted"
+            )
+            self.state.stale_rounds = 0
         else:
-            self.stale_rounds += 1
-        self.rounds_done = number
+            self.state.stale_rounds += 1
+        self.state.rounds_done = number
         self.store.append(
             "round_done",
             round=number,
-            incumbent=self.incumbent.id,
-            accepted=[c.id for c in winners],
+            incumbent=self.state.incumbent.id,
+            accepted=[c.id for c in final],
         )
         self._save()
+        for record in final:
+            self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
         self.hook.pytest_autopilot_round_done(
-            round=number, candidates=candidates, incumbent=self.incumbent
+            round=number,
+            candidates=tuple(frozen_copy(c) for c in candidates),
+            incumbent=frozen_copy(self.state.incumbent),
         )
 
     def _load_result(self, cid: str) -> SessionResult:
@@ -734,11 +725,11 @@ class Controller:
             assert record.parent is not None
             record.tree = tree
             record.diff_summary = self.workspace.diff_stat(record.parent, tree)
-            same = self.trees.get(tree)
+            same = self.state.trees.get(tree)
             if same is not None:
                 self._refused(record, "duplicate", f"same code as {same}")
                 continue
-            self.trees[tree] = record.id
+            self.state.trees[tree] = record.id
             problems = violations(
                 self.workspace.diff(record.parent, tree),
                 self.workspace,
@@ -791,8 +782,8 @@ class Controller:
 
     def _parent(self, wanted: str | None) -> str | None:
         if wanted is None:
-            return self.incumbent.commit
-        known = {r.id: r.commit for r in [self.baseline, *self.records] if r.commit}
+            return self.state.incumbent.commit
+        known = {r.id: r.commit for r in [self.state.baseline, *self.state.records] if r.commit}
         if wanted in known:
             return known[wanted]
         commit = self.workspace.resolve(wanted)
@@ -821,7 +812,7 @@ class Controller:
         )
         self.workspace.delete_ref(f"{prefix}/{other}/{record.id}")
 
-    def _evaluate_all(self, jobs: list[tuple[str, str]]) -> list[Evaluation]:
+    def _evaluate_all(self, jobs: Sequence[tuple[str, str]]) -> list[Evaluation]:
         """Evaluate ``(label, commit)`` pairs at once, each in its own worktree and session.
 
         Timing tests of the sessions never overlap anything: :mod:`pytest_autopilot.timing`.
@@ -833,70 +824,11 @@ class Controller:
             futures = [pool.submit(self.executor.evaluate, lab, com, timeout) for lab, com in jobs]
             return [future.result() for future in futures]
 
-    def _decide(
-        self,
-        record: CandidateRecord,
-        evaluation: Evaluation,
-        reference: CandidateRecord,
-        reference_result: SessionResult,
-    ) -> None:
-        commit = evaluation.commit
-        if evaluation.status == "interrupted":
-            raise Interrupted
-        if evaluation.result is None:
-            record.verdict = "timeout" if evaluation.status == "timeout" else "failed"
-            record.reason = evaluation.reason
-            self._journal(record, evaluation)
-            return
-        result = evaluation.result
-        record.metrics = result.metrics
-        self.results[record.id] = result
-        self.gates[record.id] = self._evaluate_gates(result)
-        broken = acceptance.regressions(reference_result, result)
-        if broken:
-            record.verdict, record.reason = "rejected", "; ".join(broken)
-        else:
-            accepted, reason = self._accept(record, reference)
-            if accepted and self._sampled(record, reference):
-                accepted, reason = self._confirm(record, commit, reason)
-            record.verdict = "accepted" if accepted else "rejected"
-            record.reason = reason
-        self._journal(record, evaluation)
-
-    def _accept(self, record: CandidateRecord, reference: CandidateRecord) -> tuple[bool, str]:
-        answer = self.hook.pytest_autopilot_accept(
-            candidate=record, incumbent=reference, config=self.config
-        )
-        if answer is None:
-            return False, "no acceptance policy answered"
-        return bool(answer[0]), str(answer[1])
-
-    def _sampled(self, record: CandidateRecord, reference: CandidateRecord) -> bool:
-        name = self.objective.metric
-        return any(
-            (m := r.metrics.get(name)) is not None and bool(m.samples) for r in (record, reference)
-        )
-
-    def _confirm(self, record: CandidateRecord, commit: str, first: str) -> tuple[bool, str]:
-        """Measure the candidate again, then the incumbent again (the opposite order), and
-        accept only if this second comparison agrees with the first."""
-        again = self._measure(f"{record.id}-confirm", commit)
-        incumbent = self._measure(f"{record.id}-confirm-incumbent", str(self.incumbent.commit))
-        if again is None or incumbent is None:
-            return False, f"{first}; but the confirmation measurement failed"
-        accepted, reason = self._accept(
-            dataclasses.replace(record, metrics=again.metrics),
-            dataclasses.replace(self.incumbent, metrics=incumbent.metrics),
-        )
-        if accepted:
-            return True, f"{first}; confirmed: {reason}"
-        return False, f"not confirmed by a second measurement ({reason}); first: {first}"
-
     def _journal(self, record: CandidateRecord, evaluation: Evaluation) -> None:
         self.store.append(
             "candidate",
             **record_to_json(record),
-            gates=[asdict(s) for s in self.gates.get(record.id, [])],
+            gates=[asdict(s) for s in self.state.gates.get(record.id, [])],
             seconds=round(evaluation.duration, 3),
             started=round(evaluation.started, 3),
             finished=round(evaluation.finished, 3),
@@ -929,19 +861,19 @@ class Controller:
     # -- what the optimizer sees ---------------------------------------------------------
 
     def _context(self, number: int, wanted: int) -> OptimizerContext:
-        incumbent_result = self.results[self.incumbent.id]
+        incumbent_result = self.results[self.state.incumbent.id]
         context = OptimizerContext(
             optimizer=self.config.optimizer,
             round=number,
             max_candidates=wanted,
             config=self.config,
             objective=self.objective,
-            incumbent=self.incumbent,
-            baseline=self.baseline,
-            gates=list(self.gates.get(self.incumbent.id, [])),
+            incumbent=self.state.incumbent,
+            baseline=self.state.baseline,
+            gates=list(self.state.gates.get(self.state.incumbent.id, [])),
             feedback=_feedback(incumbent_result),
-            history=list(self.records),
-            parameters=self._parameter_files(str(self.incumbent.commit), incumbent_result),
+            history=list(self.state.records),
+            parameters=self._parameter_files(str(self.state.incumbent.commit), incumbent_result),
             knowledge=self._knowledge(),
             seed=self.config.search.seed,
             protected_files=list(incumbent_result.protected_files),
@@ -979,7 +911,7 @@ class Controller:
         out = []
         for rel in self.config.knowledge:
             blob = self.workspace.read_blob(
-                str(self.baseline.commit), self.workspace.to_repo_path(rel)
+                str(self.state.baseline.commit), self.workspace.to_repo_path(rel)
             )
             if blob is not None:
                 out.append((rel, blob.decode(errors="replace")))
@@ -1012,15 +944,15 @@ class Controller:
 
     def _summary(self, status: int) -> None:
         name = self.objective.metric
-        base = self.baseline.objective_value(self.objective)
+        base = self.state.baseline.objective_value(self.objective)
         self._say(
             f"experiment {self.config.experiment} stopped: {self.stop_reason} "
-            f"({self.rounds_done} rounds, {len(self.records)} candidates, "
-            f"{sum(1 for r in self.records if r.verdict == 'accepted')} accepted)"
+            f"({self.state.rounds_done} rounds, {len(self.state.records)} candidates, "
+            f"{sum(1 for r in self.state.records if r.verdict == 'accepted')} accepted)"
         )
         rows = [("id", "verdict", name, "change")]
         rows.append(("r0", "baseline", _num(base), ""))
-        for record in sorted(self.records, key=_position):
+        for record in sorted(self.state.records, key=_position):
             value = record.objective_value(self.objective)
             shown = _num(value) + _percent(base, value) if value is not None else "-"
             rows.append((record.id, str(record.verdict), shown, self._change(record)))
@@ -1031,7 +963,8 @@ class Controller:
                 + "  "
                 + row[3]
             )
-        for line in gate_lines(self.gates.get(self.incumbent.id, []), self.results.get("r0")):
+        best_gates = self.state.gates.get(self.state.incumbent.id, [])
+        for line in gate_lines(best_gates, self.results.get("r0")):
             self._say(line.removeprefix(PREFIX).strip())
         usage = self._usage()
         if usage.get("requests"):
@@ -1043,19 +976,19 @@ class Controller:
                 "resume (or add --autopilot-fresh to start over)",
                 yellow=True,
             )
-        if self.incumbent is self.baseline or self.incumbent.id == "r0":
+        if self.state.incumbent is self.state.baseline or self.state.incumbent.id == "r0":
             self._say(f"no candidate beat the baseline; {branch} points at the baseline")
             return
-        best = self.incumbent.objective_value(self.objective)
+        best = self.state.incumbent.objective_value(self.objective)
         self._say(
-            f"best: {self.incumbent.id} ({str(self.incumbent.commit)[:10]}) {name} "
+            f"best: {self.state.incumbent.id} ({str(self.state.incumbent.commit)[:10]}) {name} "
             f"{_num(base)} -> {_num(best)}{_percent(base, best)} on branch {branch}",
             green=True,
         )
         self._say(f"bring it in with: git merge {branch}   (or rerun with --autopilot-apply)")
 
     def _apply(self) -> None:
-        best = self.incumbent
+        best = self.state.incumbent
         branch = self.workspace.best_branch
         if best.id == "r0" or best.commit is None:
             self._say("--autopilot-apply: nothing to apply, no candidate beat the baseline")
@@ -1089,25 +1022,25 @@ class Controller:
 
     def payload(self) -> dict[str, Any]:
         rounds: dict[int, list[dict[str, Any]]] = {}
-        for record in sorted(self.records, key=_position):
+        for record in sorted(self.state.records, key=_position):
             entry = record_to_json(record)
-            entry["gates"] = [asdict(s) for s in self.gates.get(record.id, [])]
+            entry["gates"] = [asdict(s) for s in self.state.gates.get(record.id, [])]
             rounds.setdefault(record.round, []).append(entry)
-        best_gates = self.gates.get(self.incumbent.id, [])
+        best_gates = self.state.gates.get(self.state.incumbent.id, [])
         return {
             "experiment": self.config.experiment,
             "objective": {"metric": self.objective.metric, "goal": self.objective.goal},
             "stop_reason": self.stop_reason,
             "rounds": [{"round": n, "candidates": c} for n, c in sorted(rounds.items())],
             "baseline": {
-                "commit": self.baseline.commit,
-                "metrics": _metrics_json(self.baseline),
+                "commit": self.state.baseline.commit,
+                "metrics": _metrics_json(self.state.baseline),
             },
             "best": {
-                "id": self.incumbent.id,
-                "commit": self.incumbent.commit,
+                "id": self.state.incumbent.id,
+                "commit": self.state.incumbent.commit,
                 "branch": self.workspace.best_branch,
-                "metrics": _metrics_json(self.incumbent),
+                "metrics": _metrics_json(self.state.incumbent),
             },
             "gates": [asdict(s) for s in best_gates],
             "passed": all(s.passed for s in best_gates),
@@ -1117,7 +1050,7 @@ class Controller:
     def _usage(self) -> dict[str, float]:
         """Tokens, requests and cost of every candidate so far (LLM optimizers report them)."""
         total: dict[str, float] = {}
-        for record in self.records:
+        for record in self.state.records:
             for key, value in record.usage.items():
                 if key != "turns":
                     total[key] = total.get(key, 0) + value

@@ -27,9 +27,6 @@ from typing import Any
 
 import pytest
 
-from pytest_autopilot.proposals import CandidateRecord
-from pytest_autopilot.results import Metric
-
 STATE_VERSION = 1
 
 
@@ -88,7 +85,8 @@ class ExperimentStore:
             ) from None
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise pytest.UsageError(
-                f"{self.state_path}: resume state of another format; "
+                f"{self.state_path}: unreadable resume state (not a state.json of version "
+                f"{STATE_VERSION}); "
                 "pass --autopilot-fresh to start the experiment over"
             )
         return state
@@ -240,40 +238,3 @@ class Lock:
         if self.held:
             self.held = False
             self.path.unlink(missing_ok=True)
-
-
-def record_to_json(record: CandidateRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "round": record.round,
-        "commit": record.commit,
-        "parent": record.parent,
-        "rationale": record.rationale,
-        "verdict": record.verdict,
-        "reason": record.reason,
-        "metrics": {name: m.to_json() for name, m in sorted(record.metrics.items())},
-        "params": record.params,
-        "diff_summary": record.diff_summary,
-        "tree": record.tree,
-        "usage": dict(record.usage),
-    }
-
-
-def record_from_json(data: dict[str, Any], source: str) -> CandidateRecord:
-    return CandidateRecord(
-        id=data["id"],
-        round=data["round"],
-        commit=data.get("commit"),
-        parent=data.get("parent"),
-        rationale=data.get("rationale", ""),
-        verdict=data.get("verdict"),
-        reason=data.get("reason", ""),
-        metrics={
-            name: Metric.from_json(name, entry, source=source)
-            for name, entry in data.get("metrics", {}).items()
-        },
-        params=data.get("params"),
-        diff_summary=data.get("diff_summary", ""),
-        tree=data.get("tree"),
-        usage={k: float(v) for k, v in data.get("usage", {}).items()},
-    )
