@@ -43,6 +43,7 @@ from typing import Any
 
 import pytest
 
+from pytest_autopilot import racing
 from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, protected_globs
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Evaluation, Executor, LocalExecutor
@@ -251,6 +252,21 @@ def run_loop(
         run.lock.release()
 
 
+def make_racer(pytest_config: pytest.Config, config: AutopilotConfig) -> racing.Racer | None:
+    """The run's sequential paired decisions, unless a plugin brings its own acceptance policy.
+
+    The error budget ``1 - acceptance.confidence`` covers the whole run: it is split over the
+    ``rounds * candidates`` the budget allows (:class:`~pytest_autopilot.racing.RacePlan`).
+    """
+    impls = pytest_config.pluginmanager.hook.pytest_autopilot_accept.get_hookimpls()
+    if config.objective is None or any(i.plugin_name != "autopilot-acceptance" for i in impls):
+        return None
+    plan = racing.RacePlan(
+        1.0 - config.acceptance.confidence, config.budget.rounds * config.budget.candidates
+    )
+    return racing.Racer(config.objective.goal, config.acceptance.min_effect, plan)
+
+
 def local_workers(pytest_config: pytest.Config) -> int:
     """``-n N`` as xdist resolved it (``auto`` included); 0 without it."""
     numprocesses = pytest_config.getoption("numprocesses", None)
@@ -302,7 +318,11 @@ class Controller:
         self.executor: Executor = executor or make_executor(pytest_config, run, specs)
         self.hook = pytest_config.hook
         self.judge = Judge(
-            config, hook_acceptance(self.hook, config), self._evaluate_all, self.parallel
+            config,
+            hook_acceptance(self.hook, config),
+            self._evaluate_all,
+            self.parallel,
+            racer=make_racer(pytest_config, config),
         )
         given = pytest_config.getoption("autopilot_baseline", None)
         self.gate_baseline = (
@@ -936,8 +956,8 @@ class Controller:
             before = reference.objective_value(self.objective)
             line += f" {name} {_num(before)} -> {_num(after)}{_percent(before, after)}"
         line += f" {record.verdict}"
-        if record.verdict != "accepted":
-            line += f": {_shorten(record.reason, 100)}"
+        if record.verdict != "accepted" or self.judge.racer is not None:
+            line += f": {_shorten(record.reason, 160)}"
         if record.usage.get("requests"):
             line += f" [{_usage_text(record.usage)}]"
         self._say(line, green=record.verdict == "accepted")
@@ -966,6 +986,8 @@ class Controller:
         best_gates = self.state.gates.get(self.state.incumbent.id, [])
         for line in gate_lines(best_gates, self.results.get("r0")):
             self._say(line.removeprefix(PREFIX).strip())
+        if self.judge.racer is not None:
+            self._say(f"decisions: {self.judge.racer.describe()}")
         usage = self._usage()
         if usage.get("requests"):
             self._say(f"{self.config.optimizer} usage: {_usage_text(usage)}")
