@@ -313,12 +313,16 @@ class Racer:
         self.min_effect = min_effect
         self.plan = plan
         self.pool = NoisePool()
+        self.decided = 0
+        """How many candidates the race decided (none when the objective has no samples)."""
         self._last: dict[str, Metric] = {}
 
     def observe_incumbent(self, commit: str, metric: Metric | None) -> None:
         if metric is None:
             return
         previous = self._last.get(commit)
+        if previous == metric:
+            return  # the same session seen again (e.g. the winner's, as the next incumbent)
         if previous is not None:
             null = pair(previous, metric)
             if null is not None:
@@ -330,6 +334,7 @@ class Racer:
 
     def finished(self, pairs: Sequence[Pair]) -> None:
         """A candidate is decided: its repeated pairs join the pooled noise."""
+        self.decided += 1
         self.pool.add_replicates(pairs)
 
     def describe(self) -> str:

@@ -956,11 +956,15 @@ class Controller:
             before = reference.objective_value(self.objective)
             line += f" {name} {_num(before)} -> {_num(after)}{_percent(before, after)}"
         line += f" {record.verdict}"
-        if record.verdict != "accepted" or self.judge.racer is not None:
+        if record.verdict != "accepted" or self._raced():
             line += f": {_shorten(record.reason, 160)}"
         if record.usage.get("requests"):
             line += f" [{_usage_text(record.usage)}]"
         self._say(line, green=record.verdict == "accepted")
+
+    def _raced(self) -> bool:
+        """Whether sequential paired decisions decided candidates (a sampled objective)."""
+        return self.judge.racer is not None and self.judge.racer.decided > 0
 
     def _summary(self, status: int) -> None:
         name = self.objective.metric
@@ -986,8 +990,9 @@ class Controller:
         best_gates = self.state.gates.get(self.state.incumbent.id, [])
         for line in gate_lines(best_gates, self.results.get("r0")):
             self._say(line.removeprefix(PREFIX).strip())
-        if self.judge.racer is not None:
-            self._say(f"decisions: {self.judge.racer.describe()}")
+        racer = self.judge.racer
+        if racer is not None and racer.decided:
+            self._say(f"decisions: {racer.describe()}")
         usage = self._usage()
         if usage.get("requests"):
             self._say(f"{self.config.optimizer} usage: {_usage_text(usage)}")

@@ -142,6 +142,7 @@ class Judge:
         if fresh.result is None:
             return Reference(incumbent, result, fresh)
         if self.racer is not None:
+            self.racer.observe_incumbent(str(incumbent.commit), self._objective(result))
             self.racer.observe_incumbent(str(incumbent.commit), self._objective(fresh.result))
         record = dataclasses.replace(incumbent, metrics=fresh.result.metrics)
         return Reference(record, fresh.result, fresh)
