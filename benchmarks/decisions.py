@@ -111,9 +111,9 @@ def run(plan: list[float], rounds: int, base: int, workers: int) -> Outcome:
         }
         commit_suite(root, files)
         started = time.perf_counter()
+        command = ["-m", "pytest", "-q", "-p", "no:randomly", "--autopilot", "-n", str(workers)]
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "--autopilot",
-             "-n", str(workers)],  # fmt: skip
+            [sys.executable, *command],
             cwd=root,
             capture_output=True,
             text=True,
