@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
 TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
+READY_ENV = "PYTEST_AUTOPILOT_TIMING_READY"
+"""A file a child session creates once it holds the lock (``--autopilot-against`` waits)."""
+PLUGIN_NAME = "autopilot-timing-lock"
 CHILD_ENV = "PYTEST_AUTOPILOT_CHILD"
 """Set (to its label) in every session the loop starts: ``loop.child.CHILD_ENV``."""
 
@@ -46,12 +49,17 @@ def is_timing_test(item: pytest.Item) -> bool:
 class TimingLock:
     """The shared/exclusive lock a candidate session takes; registered only in such sessions."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, before_first: Callable[[], None] | None = None) -> None:
         import fcntl  # POSIX only: elsewhere register() does not get here
 
         self._fcntl = fcntl
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(self.fd, fcntl.LOCK_SH)
+        self._before_first = before_first
+        """Called once before the first timing test (e.g. to wait for the other session)."""
+        ready = os.environ.get(READY_ENV)
+        if ready and os.environ.get(CHILD_ENV):
+            Path(ready).touch()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(
@@ -59,6 +67,9 @@ class TimingLock:
     ) -> Generator[None, object, object]:
         if not is_timing_test(item):
             return (yield)
+        if self._before_first is not None:
+            wait, self._before_first = self._before_first, None
+            wait()
         self._fcntl.flock(self.fd, self._fcntl.LOCK_EX)
         try:
             return (yield)
@@ -79,4 +90,4 @@ def register(config: pytest.Config) -> None:
     path = os.environ.get(TIMING_LOCK_ENV)
     child = os.environ.get(CHILD_ENV)
     if path and child and os.name == "posix" and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(TimingLock(path), "autopilot-timing-lock")
+        config.pluginmanager.register(TimingLock(path), PLUGIN_NAME)
