@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ def pytest_autopilot_propose(context):
     steps = PLAN[done : done + context.max_candidates]
     return [
         Proposal(f"x{step:g}", edits={params.path: json.dumps({"factor": factor * step,
-                                                                "n": done + i})})
+                                                                "n": done + i + 1})})
         for i, step in enumerate(steps)
     ]
 """
@@ -138,6 +139,7 @@ def load(busy: bool) -> Iterator[None]:
         yield
         return
     proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # still kill it then
     try:
         yield
     finally:
