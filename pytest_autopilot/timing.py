@@ -8,8 +8,10 @@ Every session the loop starts gets the path of a machine-wide lock file in
 pytest-benchmark's ``benchmark`` fixture). A timing test therefore starts only once every other
 session is itself waiting at a timing test or has finished, and no session makes progress while
 it runs: non-timing tests run in parallel, timing tests one at a time, in whatever order the
-sessions reach them (incumbent and candidates interleave). Only the interpreter start of a
-session, before its plugins are configured, can still overlap a measurement.
+sessions reach them (incumbent and candidates interleave). While several sessions sit at
+their timing tests they take benchmark *rounds* in turn (:mod:`pytest_autopilot.lockstep`),
+so drift hits the rounds of every commit alike. Only the interpreter start of a session,
+before its plugins are configured, can still overlap a measurement.
 
 ``flock`` locks belong to the open file, so a session that dies releases its lock with it.
 
@@ -52,9 +54,13 @@ class TimingLock:
     def __init__(self, path: str, before_first: Callable[[], None] | None = None) -> None:
         import fcntl  # POSIX only: elsewhere register() does not get here
 
+        from pytest_autopilot.lockstep import Turns, TurnTimer
+
         self._fcntl = fcntl
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(self.fd, fcntl.LOCK_SH)
+        self.turns = Turns(path, self.fd, fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN)
+        self.timer = TurnTimer(self.turns)
         self._before_first = before_first
         """Called once before the first timing test (e.g. to wait for the other session)."""
         ready = os.environ.get(READY_ENV)
@@ -70,11 +76,20 @@ class TimingLock:
         if self._before_first is not None:
             wait, self._before_first = self._before_first, None
             wait()
-        self._fcntl.flock(self.fd, self._fcntl.LOCK_EX)
+        self.turns.acquire()
         try:
             return (yield)
         finally:
             self._fcntl.flock(self.fd, self._fcntl.LOCK_SH)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        """Give the test's ``benchmark`` fixture the turn-taking timer (lockstep rounds)."""
+        fixture = getattr(item, "funcargs", {}).get("benchmark")
+        if fixture is not None and hasattr(fixture, "_timer"):
+            self.timer.reset()
+            fixture._timer = self.timer
+        return (yield)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.close()
