@@ -113,15 +113,19 @@ def run(plan: list[float], rounds: int, base: int, workers: int) -> Outcome:
         commit_suite(root, files)
         started = time.perf_counter()
         command = ["-m", "pytest", "-q", "-p", "no:randomly", "--autopilot", "-n", str(workers)]
-        proc = subprocess.run(
-            [sys.executable, *command],
-            cwd=root,
-            capture_output=True,
+        with subprocess.Popen(
+            [sys.executable, *command], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
-        )
+        ) as proc:  # fmt: skip
+            try:
+                stdout, stderr = proc.communicate()
+            finally:
+                if proc.poll() is None:  # this script was stopped: stop the loop too
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait()
         seconds = time.perf_counter() - started
         if proc.returncode not in (0, 1):
-            raise SystemExit(f"the loop failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise SystemExit(f"the loop failed ({proc.returncode}):\n{stdout}\n{stderr}")
         journal = root / ".autopilot" / "bench" / "journal.jsonl"
         events = [json.loads(line) for line in journal.read_text().splitlines()]
     decided = [e for e in events if e["event"] == "candidate"]

@@ -30,16 +30,17 @@ def racing_judge(fake: FakeExecutor, parallel: int = 1) -> Judge:
     return Judge(CONFIG, plain.accept, fake.measure, parallel, racer=racer)
 
 
-def test_a_2x_win_is_kept_by_its_first_measurement_with_nothing_measured_again() -> None:
+def test_a_2x_win_is_kept_by_its_first_measurement_next_to_the_incumbents() -> None:
     fake = FakeExecutor({"base": [noisy(1.0, 1)], "c1": [noisy(0.5, 2)]})
     base = incumbent(noisy(1.0, 0))
     j = racing_judge(fake)
     reference = j.reference(base, noisy(1.0, 0), "r1i")
     (decision,) = j.judge_round([candidate(1)], reference, base).decisions
-    assert decision.verdict == "accepted" and decision.measurements == []
+    assert decision.verdict == "accepted"
+    assert [m.label for m in decision.measurements] == ["r1i"]  # the incumbent, alongside
     assert decision.reason.startswith("t -50.")
     assert "1 measurement): clearly better by more than 2%" in decision.reason
-    assert fake.calls == [["r1i"], ["r1c1"]]
+    assert fake.calls == [["r1i", "r1c1"]]
     assert j.racer is not None and j.racer.pool.df == 1  # the incumbent measured twice
 
 
@@ -52,10 +53,11 @@ def test_a_no_op_and_a_loser_are_dropped_by_their_first_measurement() -> None:
     assert [d.verdict for d in outcome.decisions] == ["rejected", "rejected"]
     assert "1 measurement): cannot be shown better by 2%" in outcome.decisions[0].reason
     assert outcome.decisions[1].reason.endswith("1 measurement): clearly worse")
-    assert fake.calls == [["r1i"], ["r1c1", "r1c2"]]
+    assert fake.calls == [["r1i", "r1c1", "r1c2"]]
 
 
 def test_an_undecided_candidate_is_measured_again_side_by_side_with_the_incumbent() -> None:
+    """Every measurement is a pair of sessions run at once: their timing tests in lockstep."""
     fake = FakeExecutor(
         {
             "base": [noisy(1.0, 1, 0.06), noisy(1.0, 4, 0.06), noisy(1.0, 6, 0.06)],
@@ -67,9 +69,9 @@ def test_an_undecided_candidate_is_measured_again_side_by_side_with_the_incumben
     (decision,) = j.judge_round(
         [candidate(1)], j.reference(base, base_result(), "r1i"), base
     ).decisions
-    assert fake.calls[:3] == [["r1i"], ["r1c1"], ["r1c1-m2", "r1c1-m2-incumbent"]]
-    assert len(decision.measurements) == 2 * (len(fake.calls) - 2)
-    assert f"{len(fake.calls) - 1} measurements)" in decision.reason
+    assert fake.calls[:2] == [["r1i", "r1c1"], ["r1c1-m2", "r1c1-m2-incumbent"]]
+    assert len(decision.measurements) == 1 + 2 * (len(fake.calls) - 1)
+    assert f"{len(fake.calls)} measurements)" in decision.reason
 
 
 def test_a_failed_repeat_rejects_with_what_was_known() -> None:

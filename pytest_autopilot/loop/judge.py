@@ -75,6 +75,9 @@ class Reference:
     result: SessionResult
     measurement: Evaluation | None = None
     """The re-measurement taken for this round, if one was taken (failed ones included)."""
+    pending: str | None = None
+    """With the racer: the label under which the incumbent is measured again *together with*
+    the round's first candidates (their timing tests in lockstep), not before them."""
 
 
 @dataclass
@@ -138,7 +141,14 @@ class Judge:
         metric = incumbent.metrics.get(self.objective.metric)
         if metric is None or not metric.samples:
             return Reference(incumbent, result)
+        if self.racer is not None:
+            return Reference(incumbent, result, pending=label)
         fresh = self.measure_one(label, str(incumbent.commit))
+        return self._fresh(Reference(incumbent, result), fresh)
+
+    def _fresh(self, reference: Reference, fresh: Evaluation) -> Reference:
+        """``reference`` measured again by ``fresh`` (kept as it was if that failed)."""
+        incumbent, result = reference.record, reference.result
         if fresh.result is None:
             return Reference(incumbent, result, fresh)
         if self.racer is not None:
@@ -175,9 +185,21 @@ class Judge:
                     decisions.append(decision)
                     decided(decision)
                 break
-            evaluations = self.measure([(r.id, str(r.commit)) for r in chunk])
+            jobs = [(r.id, str(r.commit)) for r in chunk]
+            pending = reference.pending
+            if pending is not None:
+                jobs.insert(0, (pending, str(reference.record.commit)))
+            evaluations = self.measure(jobs)
+            if pending is not None:
+                fresh = evaluations.pop(0)
+                if fresh.status == "interrupted":
+                    raise Interrupted
+                reference = self._fresh(reference, fresh)
             for record, evaluation in zip(chunk, evaluations, strict=True):
                 decision = self.decide(record, evaluation, reference, incumbent)
+                if pending is not None:
+                    decision.measurements.insert(0, fresh)
+                    pending = None
                 decisions.append(decision)
                 decided(decision)
         accepted = [d.record for d in decisions if d.verdict == "accepted"]
