@@ -36,7 +36,7 @@ def test_step(benchmark):
     def work():
         with open(os.environ["ROUNDS_LOG"], "a") as out:
             out.write(f"{label} {next(count)}\\n")
-        return sum(range(20000))
+        return sum(range(300000))  # longer than lockstep.QUANTUM
 
     benchmark.pedantic(work, rounds=N_ROUNDS, iterations=1)
 """
