@@ -38,6 +38,15 @@ a hand-over per round; drift over 2 ms is nil."""
 
 _POLL = 0.0005
 
+BATCH_ENV = "PYTEST_AUTOPILOT_LOCKSTEP_BATCH"
+"""``<directory>|<count>``: the loop started ``count`` sessions at once. Each says it is
+configured (a file named by its pid in the directory) and, before its first timing test,
+waits until all have: otherwise the first to start would run all its rounds before the others
+even hold the lock."""
+
+MAX_BATCH_WAIT = 10.0
+"""Longest a session waits for the others of its batch (one may never start), in seconds."""
+
 
 class Turns:
     """The turn-taking state next to the timing lock file ``path``, for one process."""
@@ -52,8 +61,12 @@ class Turns:
         self.waiting_dir.mkdir(exist_ok=True)
         self.taken_at = 0.0
 
-    def acquire(self) -> None:
-        """Take the lock exclusively, saying so while waiting; then record the turn."""
+    def acquire(self, *, start_of_test: bool = False) -> None:
+        """Take the lock exclusively, saying so while waiting; then record the turn.
+
+        At the start of a test the first round may hand over at once: the test's setup is
+        not a round, and the other session should not wait two rounds for its first.
+        """
         marker = self.waiting_dir / str(self.pid)
         marker.touch()
         try:
@@ -61,6 +74,8 @@ class Turns:
         finally:
             marker.unlink(missing_ok=True)
         self._record_turn()
+        if start_of_test:
+            self.taken_at = 0.0
 
     def hand_over(self) -> None:
         """Held exclusively: let one waiting session take a round, then take the lock back.
@@ -146,3 +161,25 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def join_batch() -> Callable[[], None] | None:
+    """Say this session is configured; return the wait for the others (None: no batch)."""
+    value = os.environ.get(BATCH_ENV, "")
+    directory, _, count = value.rpartition("|")
+    if not directory or not count.isdigit():
+        return None
+    folder = Path(directory)
+    with contextlib.suppress(OSError):
+        (folder / str(os.getpid())).touch()
+    expected = int(count)
+
+    def wait() -> None:
+        deadline = time.monotonic() + MAX_BATCH_WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if sum(1 for _ in folder.iterdir()) >= expected:
+                    return
+            time.sleep(0.005)
+
+    return wait

@@ -61,6 +61,10 @@ class TimingLock:
         fcntl.flock(self.fd, fcntl.LOCK_SH)
         self.turns = Turns(path, self.fd, fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN)
         self.timer = TurnTimer(self.turns)
+        if before_first is None and os.environ.get(CHILD_ENV):
+            from pytest_autopilot.lockstep import join_batch
+
+            before_first = join_batch()
         self._before_first = before_first
         """Called once before the first timing test (e.g. to wait for the other session)."""
         ready = os.environ.get(READY_ENV)
@@ -76,7 +80,7 @@ class TimingLock:
         if self._before_first is not None:
             wait, self._before_first = self._before_first, None
             wait()
-        self.turns.acquire()
+        self.turns.acquire(start_of_test=True)
         try:
             return (yield)
         finally:

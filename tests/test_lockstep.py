@@ -2,8 +2,9 @@
 
 Two real pytest sessions, started as the loop starts its children (``PYTEST_AUTOPILOT_CHILD``
 and a timing lock path in their environment), each run one pedantic benchmark whose target
-appends ``<label> <round>`` to a shared file, after a plain test that waits until both
-sessions are running. The order of those lines is the order in which the rounds ran; nothing
+appends ``<label> <round>`` to a shared file. They are one batch (``lockstep.BATCH_ENV``), as
+the loop's sessions started at once are, so the first to start waits for the other before
+its first timing test. The order of those lines is the order in which the rounds ran; nothing
 is timed.
 """
 
@@ -13,6 +14,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,14 +22,7 @@ import pytest
 from pytest_autopilot import lockstep, timing
 
 BENCH = """\
-import os, pathlib, time
-
-def test_both_sessions_started():
-    here = pathlib.Path(os.environ["ROUNDS_LOG"]).parent
-    (here / (os.environ["PYTEST_AUTOPILOT_CHILD"] + ".ready")).touch()
-    deadline = time.monotonic() + 60
-    while len(list(here.glob("*.ready"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+import os
 
 def test_step(benchmark):
     label = os.environ["PYTEST_AUTOPILOT_CHILD"]
@@ -42,7 +37,9 @@ def test_step(benchmark):
 """
 
 
-def session(root: Path, label: str, lock: Path, log: Path, rounds: int) -> subprocess.Popen[str]:
+def session(
+    root: Path, label: str, lock: Path, log: Path, rounds: int, batch: str
+) -> subprocess.Popen[str]:
     folder = root / label
     folder.mkdir()
     (folder / "test_bench.py").write_text(BENCH.replace("N_ROUNDS", str(rounds)))
@@ -51,6 +48,7 @@ def session(root: Path, label: str, lock: Path, log: Path, rounds: int) -> subpr
         timing.CHILD_ENV: label,
         timing.TIMING_LOCK_ENV: str(lock),
         "ROUNDS_LOG": str(log),
+        lockstep.BATCH_ENV: batch,
     }
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
     return subprocess.Popen(
@@ -60,15 +58,17 @@ def session(root: Path, label: str, lock: Path, log: Path, rounds: int) -> subpr
 
 
 def test_two_sessions_at_their_timing_tests_alternate_round_by_round(tmp_path: Path) -> None:
-    lock, log = tmp_path / "timing.lock", tmp_path / "rounds.log"
-    first = session(tmp_path, "a", lock, log, 12)
-    second = session(tmp_path, "b", lock, log, 12)
+    lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
+    batch.mkdir()
+    first = session(tmp_path, "a", lock, log, 12, f"{batch}|2")
+    time.sleep(1.0)  # not a measurement: gives "a" a head start the batch must absorb
+    second = session(tmp_path, "b", lock, log, 12, f"{batch}|2")
     for proc in (first, second):
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
     labels = [line.split()[0] for line in log.read_text().splitlines()]
     assert sorted(labels) == ["a"] * 12 + ["b"] * 12
-    assert sum(x != y for x, y in itertools.pairwise(labels)) == 23, labels
+    assert sum(x != y for x, y in itertools.pairwise(labels)) == 23, "".join(labels)
 
 
 def test_a_dead_waiter_never_blocks_a_hand_over(tmp_path: Path) -> None:

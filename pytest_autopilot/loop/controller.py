@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -38,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -265,6 +267,22 @@ def make_racer(pytest_config: pytest.Config, config: AutopilotConfig) -> racing.
         1.0 - config.acceptance.confidence, config.budget.rounds * config.budget.candidates
     )
     return racing.Racer(config.objective.goal, config.acceptance.min_effect, plan)
+
+
+@contextmanager
+def lockstep_batch(directory: Path, count: int) -> Iterator[None]:
+    """Sessions started in this block wait for each other before their first timing test
+    (:data:`pytest_autopilot.lockstep.BATCH_ENV`), so their rounds really alternate."""
+    from pytest_autopilot.lockstep import BATCH_ENV
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[BATCH_ENV] = f"{directory}|{count}"
+    try:
+        yield
+    finally:
+        os.environ.pop(BATCH_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def local_workers(pytest_config: pytest.Config) -> int:
@@ -840,7 +858,8 @@ class Controller:
         timeout = self.config.budget.candidate_timeout
         if len(jobs) == 1:
             return [self.executor.evaluate(jobs[0][0], jobs[0][1], timeout)]
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        batch = self.store.running_dir / f"batch-{jobs[0][0]}"
+        with lockstep_batch(batch, len(jobs)), ThreadPoolExecutor(len(jobs)) as pool:
             futures = [pool.submit(self.executor.evaluate, lab, com, timeout) for lab, com in jobs]
             return [future.result() for future in futures]
 
