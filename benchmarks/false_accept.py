@@ -6,17 +6,16 @@ a parameter file nothing reads: every candidate is a distinct commit whose code 
 exactly like the incumbent's. Then it runs ``python -m pytest --autopilot`` for ``--rounds``
 rounds of one candidate each, with the default acceptance settings (``min_effect`` 2%,
 ``confidence`` 0.95), so every round is one A/A comparison made exactly as the loop makes
-them: the incumbent re-measured in a fresh worktree and child session, then the candidate;
-a candidate that looks better is measured again, then the incumbent again, and is accepted
-only if that second comparison agrees.
+them: the incumbent re-measured in a fresh worktree and child session, then the candidate,
+decided by the run's race (:mod:`pytest_autopilot.racing`): kept, dropped, or measured again
+side by side with the incumbent, up to three times.
 
 The same is then done with ``-n 2``: two candidates per round evaluated at once, each in its
 own worktree, their timing tests serialized by the timing lock (:mod:`pytest_autopilot.timing`)
 while everything else runs in parallel; each candidate is one A/A comparison against the
 incumbent, so half as many rounds give the same number of comparisons.
 
-Printed per ``-n``: the false-acceptance rate (target <= 1%), with the rate the first
-comparison alone would have given, so the value of the confirmation is visible.
+Printed per ``-n``: the false-acceptance rate (target <= 1%).
 
 Usage: ``python benchmarks/false_accept.py [--comparisons N] [--workers 1,2] [--check]``
 """
@@ -98,8 +97,8 @@ def upper_bound(events: int, trials: int, confidence: float = 0.95) -> float:
     return high
 
 
-def run(comparisons: int, workers: int) -> tuple[int, int, int, int, float]:
-    """One loop of A/A rounds; returns (evaluated, accepted, first-look accepts, skipped, s)."""
+def run(comparisons: int, workers: int) -> tuple[int, int, int, float]:
+    """One loop of A/A rounds; returns (evaluated, accepted, skipped, seconds)."""
     with tempfile.TemporaryDirectory(prefix="autopilot-false-accept-") as tmp:
         root = Path(tmp)
         build_repo(root, max(1, comparisons // workers), workers)
@@ -118,9 +117,7 @@ def run(comparisons: int, workers: int) -> tuple[int, int, int, int, float]:
     verdicts = [e for e in events if e["event"] == "candidate"]
     evaluated = [e for e in verdicts if e["verdict"] in ("accepted", "rejected")]
     accepted = [e for e in evaluated if e["verdict"] == "accepted"]
-    unconfirmed = [e for e in evaluated if "not confirmed" in e["reason"]]
-    first = len(accepted) + len(unconfirmed)
-    return len(evaluated), len(accepted), first, len(verdicts) - len(evaluated), seconds
+    return len(evaluated), len(accepted), len(verdicts) - len(evaluated), seconds
 
 
 def main() -> int:
@@ -133,13 +130,9 @@ def main() -> int:
     args = parser.parse_args()
     missed = False
     for workers in [int(w) for w in args.workers.split(",")]:
-        n, accepted, first, skipped, seconds = run(args.comparisons, workers)
+        n, accepted, skipped, seconds = run(args.comparisons, workers)
         rate = accepted / n if n else math.nan
         print(f"-n {workers}: A/A comparisons: {n} ({skipped} not evaluated), {seconds:.0f} s")
-        print(
-            f"-n {workers}:   first comparison alone would accept: {first}/{n} = {first / n:.1%}"
-            f" (95% upper bound {upper_bound(first, n):.1%})"
-        )
         print(
             f"-n {workers}:   false-acceptance rate: {accepted}/{n} = {rate:.1%} "
             f"(95% upper bound {upper_bound(accepted, n):.1%}; target <= {TARGET:.0%})"

@@ -24,6 +24,7 @@ import pytest
 from pytest_autopilot import metrics
 
 if TYPE_CHECKING:
+    from pytest_autopilot.against import AgainstRun
     from pytest_autopilot.config import AutopilotConfig, DatasetSettings
     from pytest_autopilot.datasets import DatasetCatalog
     from pytest_autopilot.gates import Judgement
@@ -85,6 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, metavar, kind, help_text in (
         ("--autopilot-config", "PATH", file_path, "autopilot config (default: autopilot.yaml)"),
         ("--autopilot-baseline", "PATH", file_path, "metrics file relative gates compare to"),
+        ("--autopilot-against", "REF", str, "run REF's suite alongside, as the gates' baseline"),
         ("--autopilot-save", "PATH", file_path, "write this session's metrics, for a baseline"),
         ("--autopilot-json", "PATH", file_path, "write metrics, gates and rounds as JSON"),
         ("--autopilot-report", "PATH", file_path, "write a Markdown report (and to GitHub)"),
@@ -146,6 +148,7 @@ class Flags:
         self.loop = bool(opt.autopilot)
         self.gate = bool(opt.autopilot_gate)
         self.baseline = path(opt.autopilot_baseline)
+        self.against: str | None = opt.autopilot_against
         self.save = path(opt.autopilot_save)
         self.json = path(opt.autopilot_json)
         self.report = path(opt.autopilot_report)
@@ -171,6 +174,14 @@ class Flags:
             for flag, given in loop_only.items():
                 if given:
                     raise pytest.UsageError(f"{flag} works only with --autopilot")
+        if self.against is not None and (not self.gate or self.loop):
+            raise pytest.UsageError(
+                "--autopilot-against works only with --autopilot-gate (and not with --autopilot)"
+            )
+        if self.against is not None and self.baseline is not None:
+            raise pytest.UsageError(
+                "--autopilot-against and --autopilot-baseline both name the baseline: give one"
+            )
         if self.baseline is not None and not (self.gate or self.loop):
             raise pytest.UsageError(
                 "--autopilot-baseline works only with --autopilot-gate or --autopilot "
@@ -192,6 +203,8 @@ class AutopilotPlugin:
         self._autopilot_config: AutopilotConfig | None = None
         self._result: SessionResult | None = None
         self.baseline: SessionResult | None = None
+        self.against: AgainstRun | None = None
+        """``--autopilot-against``: REF's session, running alongside this one."""
         self.statuses: list[GateStatus] = []
         self.judgement: Judgement | None = None
         self.comparison: list[dict[str, Any]] = []
@@ -255,6 +268,11 @@ class AutopilotPlugin:
                     autopilot_config.benchmark_statistic,
                     self.config.option.autopilot_baseline,
                 )
+            elif flags.against is not None:
+                from pytest_autopilot import against
+
+                timeout = autopilot_config.budget.candidate_timeout
+                self.against = against.start(self.config, flags.against, timeout)
             elif flags.gate:
                 from pytest_autopilot.gates import require_baseline
 
@@ -325,6 +343,8 @@ class AutopilotPlugin:
                     + ("no optimization loop" if flags.loop else "gates not checked")
                 )
             elif flags.gate or flags.loop:
+                if self.against is not None:
+                    self.baseline = self.against.result()
                 # In a loop without a baseline file, round 0 is its own baseline: the loop
                 # judges relative gates against the baseline it measures itself.
                 baseline = self.baseline if self.baseline is not None or not flags.loop else result
@@ -504,7 +524,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(plugin, "autopilot-session")
     config.pluginmanager.register(plugin.recorder, "autopilot-recorder")
     plugin.helpers.append(plugin.recorder)
-    if "PYTEST_AUTOPILOT_TIMING_LOCK" in os.environ:
+    if "PYTEST_AUTOPILOT_TIMING_LOCK" in os.environ and "PYTEST_AUTOPILOT_CHILD" in os.environ:
         from pytest_autopilot import timing
 
         timing.register(config)
@@ -517,6 +537,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.stash.get(plugin_key, None)
     if plugin is not None:
+        if plugin.against is not None:
+            plugin.against.close()
         del config.stash[plugin_key]
         for helper in plugin.helpers:
             config.pluginmanager.unregister(helper)

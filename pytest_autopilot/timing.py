@@ -8,22 +8,34 @@ Every session the loop starts gets the path of a machine-wide lock file in
 pytest-benchmark's ``benchmark`` fixture). A timing test therefore starts only once every other
 session is itself waiting at a timing test or has finished, and no session makes progress while
 it runs: non-timing tests run in parallel, timing tests one at a time, in whatever order the
-sessions reach them (incumbent and candidates interleave). Only the interpreter start of a
-session, before its plugins are configured, can still overlap a measurement.
+sessions reach them (incumbent and candidates interleave). While several sessions sit at
+their timing tests they take benchmark *rounds* in turn (:mod:`pytest_autopilot.lockstep`),
+so drift hits the rounds of every commit alike. Only the interpreter start of a session,
+before its plugins are configured, can still overlap a measurement.
 
 ``flock`` locks belong to the open file, so a session that dies releases its lock with it.
+
+Only a session the loop started (one with ``PYTEST_AUTOPILOT_CHILD`` set) ever takes the lock,
+and the loop always sets the path itself: a ``PYTEST_AUTOPILOT_TIMING_LOCK`` left in the user's
+environment is neither taken by the controller (which would hold it shared while its children
+wait for it exclusively: a deadlock until ``candidate_timeout``) nor passed on to children.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
 TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
+READY_ENV = "PYTEST_AUTOPILOT_TIMING_READY"
+"""A file a child session creates once it holds the lock (``--autopilot-against`` waits)."""
+PLUGIN_NAME = "autopilot-timing-lock"
+CHILD_ENV = "PYTEST_AUTOPILOT_CHILD"
+"""Set (to its label) in every session the loop starts: ``loop.child.CHILD_ENV``."""
 
 
 def default_lock_path() -> str:
@@ -39,12 +51,25 @@ def is_timing_test(item: pytest.Item) -> bool:
 class TimingLock:
     """The shared/exclusive lock a candidate session takes; registered only in such sessions."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, before_first: Callable[[], None] | None = None) -> None:
         import fcntl  # POSIX only: elsewhere register() does not get here
+
+        from pytest_autopilot.lockstep import Turns, TurnTimer
 
         self._fcntl = fcntl
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(self.fd, fcntl.LOCK_SH)
+        self.turns = Turns(path, self.fd, fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN)
+        self.timer = TurnTimer(self.turns)
+        if before_first is None and os.environ.get(CHILD_ENV):
+            from pytest_autopilot.lockstep import join_batch
+
+            before_first = join_batch()
+        self._before_first = before_first
+        """Called once before the first timing test (e.g. to wait for the other session)."""
+        ready = os.environ.get(READY_ENV)
+        if ready and os.environ.get(CHILD_ENV):
+            Path(ready).touch()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(
@@ -52,11 +77,23 @@ class TimingLock:
     ) -> Generator[None, object, object]:
         if not is_timing_test(item):
             return (yield)
-        self._fcntl.flock(self.fd, self._fcntl.LOCK_EX)
+        if self._before_first is not None:
+            wait, self._before_first = self._before_first, None
+            wait()
+        self.turns.acquire(start_of_test=True)
         try:
             return (yield)
         finally:
             self._fcntl.flock(self.fd, self._fcntl.LOCK_SH)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        """Give the test's ``benchmark`` fixture the turn-taking timer (lockstep rounds)."""
+        fixture = getattr(item, "funcargs", {}).get("benchmark")
+        if fixture is not None and hasattr(fixture, "_timer"):
+            self.timer.reset()
+            fixture._timer = self.timer
+        return (yield)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.close()
@@ -68,7 +105,8 @@ class TimingLock:
 
 
 def register(config: pytest.Config) -> None:
-    """Take the lock when this session was started by the loop with one."""
+    """Take the lock when this session was started by the loop with one (never otherwise)."""
     path = os.environ.get(TIMING_LOCK_ENV)
-    if path and os.name == "posix" and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(TimingLock(path), "autopilot-timing-lock")
+    child = os.environ.get(CHILD_ENV)
+    if path and child and os.name == "posix" and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(TimingLock(path), PLUGIN_NAME)

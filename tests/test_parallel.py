@@ -136,11 +136,13 @@ def test_plain_after():
 """
 
 
-def test_timing_tests_never_overlap_another_session_under_n2(
+def test_n2_runs_plain_tests_in_parallel_and_every_timing_test(
     pytester: pytest.Pytester, traced: Path
 ) -> None:
-    """Non-timing tests of the candidates run in parallel; each timing test runs alone, the
-    confirmation sessions of an accepted candidate included."""
+    """Non-timing tests of the candidates run in parallel, and every session runs its timing
+    test. That no benchmark *round* overlaps anything of another session (sessions take rounds
+    in turn, and a session waiting for its turn lets the others go on) is shown round by round
+    in ``test_lockstep.py``; a whole timing test's interval here includes those waits."""
     project(
         pytester.path,
         conftest=WALK_CONFTEST + TRACE_CONFTEST,
@@ -162,10 +164,6 @@ def test_timing_tests_never_overlap_another_session_under_n2(
     assert len(sessions) == len(labels)  # one session each
     timing = [r for r in rows if r[2] == "timing"]
     assert len(timing) == len(sessions)
-    for one in timing:
-        for other in rows:
-            if other[1] != one[1]:
-                assert not overlap(one[3:5], other[3:5]), (one, other)
     plain = [r for r in rows if r[2] == "plain" and r[0] in ("r1c1", "r1c2")]
     assert any(
         overlap(a[3:5], b[3:5]) for a, b in itertools.combinations(plain, 2) if a[1] != b[1]

@@ -228,7 +228,9 @@ class ChildSpec:
         if env.get("PYTEST_ADDOPTS"):
             env["PYTEST_ADDOPTS"] = shlex.join(child_args(shlex.split(env["PYTEST_ADDOPTS"])))
         env[CHILD_ENV] = label
-        env.setdefault(TIMING_LOCK_ENV, default_lock_path())
+        # The loop's lock, never one from the user's environment (issue 16, item 3); a remote
+        # worker's base carries the path it computed for its own machine.
+        env[TIMING_LOCK_ENV] = (base or {}).get(TIMING_LOCK_ENV) or default_lock_path()
         return env
 
 

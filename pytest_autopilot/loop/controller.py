@@ -74,7 +74,9 @@ from pytest_autopilot.loop.prepare import (
     LoopRun,
     config_name,
     local_workers,
+    lockstep_batch,
     make_executor,
+    make_racer,
     optimizer_names,
     prepare_loop,
     remote_specs,
@@ -143,7 +145,13 @@ class Controller:
         self.resumed = run.state is not None
         self.state = run.state or RunState.fresh(config.experiment, self._baseline_record())
         self.results: dict[str, SessionResult] = {}
-        self.judge = Judge(config, hook_acceptance(self.hook, config), self.evaluate, parallel)
+        self.judge = Judge(
+            config,
+            hook_acceptance(self.hook, config),
+            self.evaluate,
+            parallel,
+            racer=make_racer(pytest_config, config),
+        )
         self.candidates = CandidateMaker(
             self.workspace, self.store, config, self.state, self.check_interrupt
         )
@@ -184,7 +192,9 @@ class Controller:
                     self.save()
                 self.executor.close()
         self.store.record(Stopped(self.stop, status))
-        self.output.summary(self.state, self.stop, self.results.get("r0"))
+        racer = self.judge.racer
+        decisions = racer.describe() if racer is not None and racer.decided else None
+        self.output.summary(self.state, self.stop, self.results.get("r0"), decisions)
         interrupted_in = str(self.store.directory) if status == 2 else None
         self.output.closing(self.state, self.workspace.best_branch, interrupted_in)
         if status != 2 and self.pytest_config.getoption("autopilot_apply", False):
@@ -457,7 +467,8 @@ class Controller:
         done.append(record)
         self.state.add(record)
         self.save()
-        self.output.live_line(record, reference)
+        racer = self.judge.racer
+        self.output.live_line(record, reference, raced=racer is not None and racer.decided > 0)
         if record.verdict != "accepted":  # final now; an accepted one only when the round closes
             self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
 
@@ -512,6 +523,7 @@ class Controller:
         timeout = self.config.budget.candidate_timeout
         if len(jobs) == 1:
             return [self.executor.evaluate(jobs[0][0], jobs[0][1], timeout)]
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        batch = self.store.running_dir / f"batch-{jobs[0][0]}"
+        with lockstep_batch(batch, len(jobs)), ThreadPoolExecutor(len(jobs)) as pool:
             futures = [pool.submit(self.executor.evaluate, lab, com, timeout) for lab, com in jobs]
             return [future.result() for future in futures]

@@ -12,9 +12,14 @@ How a candidate is decided (:meth:`Judge.decide`):
 1. A candidate that could not be measured is ``timeout`` or ``failed``.
 2. One that breaks a test or lowers a dataset pass rate that held on the incumbent is
    ``rejected`` (:func:`pytest_autopilot.loop.acceptance.regressions`).
-3. Otherwise the acceptance policy decides. When the objective carries samples, an accepted
-   candidate is measured again, then the incumbent again (the opposite order), and the policy
-   must accept this second comparison too (:meth:`Judge.confirm`).
+3. Otherwise, when the objective carries samples and the built-in policy is in charge, the
+   run's :class:`~pytest_autopilot.racing.Racer` decides from paired measurements (the
+   candidate's session next to the incumbent's): keep, drop, or measure both again, side by
+   side, up to a cap (:meth:`Judge.race`). With another acceptance policy (a plugin's
+   ``pytest_autopilot_accept``) or a deterministic objective the policy decides; an accepted
+   candidate of a sampled objective is then measured again, then the incumbent again (the
+   opposite order), and the policy must accept this second comparison too
+   (:meth:`Judge.confirm`).
 
 Of the round's accepted candidates the one with the best objective wins; the others become
 ``rejected`` ("superseded") before anyone is told their verdict (:meth:`Judge.pick_winner`).
@@ -26,11 +31,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pytest_autopilot import racing
 from pytest_autopilot.config import AutopilotConfig, Objective
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.child import Evaluation
 from pytest_autopilot.proposals import CandidateRecord, Verdict
-from pytest_autopilot.results import SessionResult
+from pytest_autopilot.results import Metric, SessionResult
 
 Measure = Callable[[Sequence[tuple[str, str]]], list[Evaluation]]
 """Evaluate ``(label, commit)`` pairs, at once when it can; one :class:`Evaluation` each."""
@@ -69,6 +75,9 @@ class Reference:
     result: SessionResult
     measurement: Evaluation | None = None
     """The re-measurement taken for this round, if one was taken (failed ones included)."""
+    pending: str | None = None
+    """With the racer: the label under which the incumbent is measured again *together with*
+    the round's first candidates (their timing tests in lockstep), not before them."""
 
 
 @dataclass
@@ -104,7 +113,12 @@ class Judge:
     """Decides candidates against the incumbent with a measure function and a policy."""
 
     def __init__(
-        self, config: AutopilotConfig, accept: Accept, measure: Measure, parallel: int = 1
+        self,
+        config: AutopilotConfig,
+        accept: Accept,
+        measure: Measure,
+        parallel: int = 1,
+        racer: racing.Racer | None = None,
     ) -> None:
         assert config.objective is not None
         self.config = config
@@ -112,6 +126,8 @@ class Judge:
         self.accept = accept
         self.measure = measure
         self.parallel = max(1, parallel)
+        self.racer = racer
+        """Decides sampled objectives when set (the built-in policy); else ``accept`` does."""
 
     def measure_one(self, label: str, commit: str) -> Evaluation:
         evaluation = self.measure([(label, commit)])[0]
@@ -125,9 +141,19 @@ class Judge:
         metric = incumbent.metrics.get(self.objective.metric)
         if metric is None or not metric.samples:
             return Reference(incumbent, result)
+        if self.racer is not None:
+            return Reference(incumbent, result, pending=label)
         fresh = self.measure_one(label, str(incumbent.commit))
+        return self._fresh(Reference(incumbent, result), fresh)
+
+    def _fresh(self, reference: Reference, fresh: Evaluation) -> Reference:
+        """``reference`` measured again by ``fresh`` (kept as it was if that failed)."""
+        incumbent, result = reference.record, reference.result
         if fresh.result is None:
             return Reference(incumbent, result, fresh)
+        if self.racer is not None:
+            self.racer.observe_incumbent(str(incumbent.commit), self._objective(result))
+            self.racer.observe_incumbent(str(incumbent.commit), self._objective(fresh.result))
         record = dataclasses.replace(incumbent, metrics=fresh.result.metrics)
         return Reference(record, fresh.result, fresh)
 
@@ -159,9 +185,21 @@ class Judge:
                     decisions.append(decision)
                     decided(decision)
                 break
-            evaluations = self.measure([(r.id, str(r.commit)) for r in chunk])
+            jobs = [(r.id, str(r.commit)) for r in chunk]
+            pending = reference.pending
+            if pending is not None:
+                jobs.insert(0, (pending, str(reference.record.commit)))
+            evaluations = self.measure(jobs)
+            if pending is not None:
+                fresh = evaluations.pop(0)
+                if fresh.status == "interrupted":
+                    raise Interrupted
+                reference = self._fresh(reference, fresh)
             for record, evaluation in zip(chunk, evaluations, strict=True):
                 decision = self.decide(record, evaluation, reference, incumbent)
+                if pending is not None:
+                    decision.measurements.insert(0, fresh)
+                    pending = None
                 decisions.append(decision)
                 decided(decision)
         accepted = [d.record for d in decisions if d.verdict == "accepted"]
@@ -187,11 +225,61 @@ class Judge:
         broken = acceptance.regressions(reference.result, evaluation.result)
         if broken:
             return Decision(record, "rejected", "; ".join(broken), evaluation)
+        if self.racer is not None:
+            first = racing.pair_metrics(
+                self._objective(reference.result), self._objective(evaluation.result)
+            )
+            if first is not None:
+                decision = Decision(record, "rejected", "", evaluation)
+                self.race(self.racer, decision, first, incumbent)
+                return decision
         accepted, reason = self.accept(measured, reference.record)
         decision = Decision(record, "accepted" if accepted else "rejected", reason, evaluation)
         if accepted and self.sampled(measured, reference.record):
             self.confirm(decision, measured, incumbent)
         return decision
+
+    def race(
+        self,
+        racer: racing.Racer,
+        decision: Decision,
+        first: racing.Pair,
+        incumbent: CandidateRecord,
+    ) -> None:
+        """Measure the candidate and the incumbent again, side by side, until the racer
+        keeps or drops it; the verdict and the reason (estimate, interval, measurements,
+        why it stopped) go into ``decision``."""
+        name = self.objective.metric
+        pairs = [first]
+        verdict = racer.decide(pairs)
+        while verdict.verdict == "more":
+            label = f"{decision.record.id}-m{len(pairs) + 1}"
+            again, base = self.measure(
+                [
+                    (label, str(decision.record.commit)),
+                    (f"{label}-incumbent", str(incumbent.commit)),
+                ]
+            )
+            decision.measurements += [again, base]
+            if "interrupted" in (again.status, base.status):
+                raise Interrupted
+            if again.result is None or base.result is None:
+                decision.reason = f"{name} {verdict.describe()}; then a re-measurement failed"
+                return
+            inc_metric = self._objective(base.result)
+            racer.observe_incumbent(str(incumbent.commit), inc_metric)
+            more = racing.pair_metrics(inc_metric, self._objective(again.result))
+            if more is None:
+                decision.reason = f"{name} {verdict.describe()}; then it was not measured"
+                return
+            pairs.append(more)
+            verdict = racer.decide(pairs)
+        racer.finished(pairs)
+        decision.verdict = "accepted" if verdict.verdict == "keep" else "rejected"
+        decision.reason = f"{name} {verdict.describe()}"
+
+    def _objective(self, result: SessionResult) -> Metric | None:
+        return result.metrics.get(self.objective.metric)
 
     def sampled(self, record: CandidateRecord, reference: CandidateRecord) -> bool:
         name = self.objective.metric
@@ -240,6 +328,9 @@ class Judge:
             return sign * (metric.value if metric is not None else 0.0)
 
         best = min(accepted, key=value)
+        won = own.get(id(best))
+        if self.racer is not None and won is not None and won.result is not None:
+            self.racer.observe_incumbent(str(best.commit), self._objective(won.result))
         superseded = []
         for record in accepted:
             if record is best:

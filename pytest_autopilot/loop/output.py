@@ -43,8 +43,14 @@ class LoopOutput:
             reporter.write_line(f"{PREFIX} {line}", **markup)
             reporter.flush()
 
-    def live_line(self, record: CandidateRecord, reference: CandidateRecord) -> None:
-        """One line per decided candidate: change, objective before -> after, verdict."""
+    def live_line(
+        self, record: CandidateRecord, reference: CandidateRecord, *, raced: bool = False
+    ) -> None:
+        """One line per decided candidate: change, objective before -> after, verdict.
+
+        When sequential paired decisions decided it (``raced``), an accepted candidate's reason
+        is shown too: it holds the estimate, its interval and how many measurements it took.
+        """
         name = self.objective.metric
         after = record.objective_value(self.objective)
         line = f"{record.id} {change(record)}"
@@ -52,14 +58,18 @@ class LoopOutput:
             before = reference.objective_value(self.objective)
             line += f" {name} {num(before)} -> {num(after)}{percent(before, after)}"
         line += f" {record.verdict}"
-        if record.verdict != "accepted":
-            line += f": {shorten(record.reason, 100)}"
+        if record.verdict != "accepted" or raced:
+            line += f": {shorten(record.reason, 160)}"
         if record.usage.get("requests"):
             line += f" [{usage_text(record.usage)}]"
         self.say(line, green=record.verdict == "accepted")
 
     def summary(
-        self, state: RunState, stop_reason: str, baseline_result: SessionResult | None
+        self,
+        state: RunState,
+        stop_reason: str,
+        baseline_result: SessionResult | None,
+        decisions: str | None = None,
     ) -> None:
         """Why the run stopped, a table of every candidate, and the best commit's gates."""
         name = self.objective.metric
@@ -80,6 +90,8 @@ class LoopOutput:
             self.say(f"{cells}  {row[3]}")
         for line in gate_lines(state.gates.get(state.incumbent.id, []), baseline_result):
             self.say(line.removeprefix(PREFIX).strip())
+        if decisions:
+            self.say(f"decisions: {decisions}")
         usage = usage_total(state.records)
         if usage.get("requests"):
             self.say(f"{self.config.optimizer} usage: {usage_text(usage)}")

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from pytest_autopilot import racing
 from pytest_autopilot.config import AutopilotConfig
 from pytest_autopilot.loop.child import CHILD_ENV, ChildSpec, Executor, LocalExecutor
 from pytest_autopilot.loop.journal import ExperimentStore, Lock, kill_orphans
@@ -202,3 +206,34 @@ def make_executor(pytest_config: pytest.Config, run: LoopRun, specs: Sequence[st
 
         return ExecnetExecutor(run.workspace, run.store, spec, specs)
     return LocalExecutor(run.workspace, run.store, spec)
+
+
+def make_racer(pytest_config: pytest.Config, config: AutopilotConfig) -> racing.Racer | None:
+    """The run's sequential paired decisions, unless a plugin brings its own acceptance policy.
+
+    The error budget ``1 - acceptance.confidence`` covers the whole run: it is split over the
+    ``rounds * candidates`` the budget allows (:class:`~pytest_autopilot.racing.RacePlan`).
+    """
+    impls = pytest_config.pluginmanager.hook.pytest_autopilot_accept.get_hookimpls()
+    if config.objective is None or any(i.plugin_name != "autopilot-acceptance" for i in impls):
+        return None
+    plan = racing.RacePlan(
+        1.0 - config.acceptance.confidence, config.budget.rounds * config.budget.candidates
+    )
+    return racing.Racer(config.objective.goal, config.acceptance.min_effect, plan)
+
+
+@contextmanager
+def lockstep_batch(directory: Path, count: int) -> Iterator[None]:
+    """Sessions started in this block wait for each other before their first timing test
+    (:data:`pytest_autopilot.lockstep.BATCH_ENV`), so their rounds really alternate."""
+    from pytest_autopilot.lockstep import BATCH_ENV
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[BATCH_ENV] = f"{directory}|{count}"
+    try:
+        yield
+    finally:
+        os.environ.pop(BATCH_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)

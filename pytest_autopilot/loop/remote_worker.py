@@ -77,7 +77,7 @@ def _timing_lock_path() -> str:
 def _adapted_environ(env: dict[str, str]) -> dict[str, str]:
     """What ``ChildSpec.environment`` starts from on the controller side."""
     adapted = {key: env[key] for key in ("PYTHONPATH", "PYTEST_ADDOPTS") if env.get(key)}
-    adapted[TIMING_LOCK_ENV] = env.get(TIMING_LOCK_ENV, _timing_lock_path())
+    adapted[TIMING_LOCK_ENV] = _timing_lock_path()
     return adapted
 
 

@@ -1,0 +1,218 @@
+"""What the loop keeps, what it throws away, and what it costs: through the real loop.
+
+A suite with one pytest-benchmark test (``benchmark.pedantic`` with a fixed number of rounds)
+whose run time is ``factor`` times a base amount of work, in a temporary git repository, and a
+scripted conftest.py optimizer that proposes, in turn, candidates whose ``factor`` is the
+incumbent's times the next entry of a plan (1.0: a no-op, 0.5: 2x faster, 0.8: 25% faster,
+1/1.1: 10% faster, 1/1.05: 5% faster). Each scenario is one ``python -m pytest --autopilot``
+run with the default acceptance settings (``min_effect`` 2%, ``confidence`` 0.95).
+
+Every figure is measured twice, side by side: on the machine as it is ("quiet") and under a
+background load this script starts itself (one busy Python process at normal priority).
+
+- A/A: candidates identical to the incumbent; the false keeps (target <= 1%), serial and -n 2.
+- Power: the share of real wins kept, per win size and per benchmark length (rounds).
+- Cost: child pytest sessions per candidate (every session the loop started, the round's
+  incumbent re-measurements included, the run's baseline not), and how many candidates were
+  decided by their first measurement.
+
+``--quick`` runs small sizes (a few candidates per cell) for a smoke figure; the default sizes
+take about an hour on 2 cores.
+
+Usage: ``python benchmarks/decisions.py [--quick] [--candidates N] [--rounds 5,12,50]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from suite_repo import commit_suite
+
+CONFTEST = """\
+import json, pathlib
+from pytest_autopilot.proposals import Proposal
+
+PLAN = json.loads((pathlib.Path(__file__).parent / "plan.json").read_text())
+
+def pytest_autopilot_optimizer_names(config):
+    return ["plan"]
+
+def pytest_autopilot_propose(context):
+    if context.optimizer != "plan":
+        return None
+    params = next(p for p in context.parameters if p.path == "params.json")
+    factor = json.loads(params.text)["factor"]
+    done = len(context.history)
+    steps = PLAN[done : done + context.max_candidates]
+    return [
+        Proposal(f"x{step:g}", edits={params.path: json.dumps({"factor": factor * step,
+                                                                "n": done + i + 1})})
+        for i, step in enumerate(steps)
+    ]
+"""
+
+TEST = """\
+import json, pathlib
+
+FACTOR = json.loads((pathlib.Path(__file__).parent / "params.json").read_text())["factor"]
+
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+def test_step_time(benchmark):
+    benchmark.pedantic(work, args=(int({base} * FACTOR),), rounds={rounds}, iterations=1)
+"""
+
+
+@dataclass
+class Outcome:
+    candidates: int
+    kept: int
+    sessions: int
+    first_look: int
+    seconds: float
+    reasons: list[str]
+
+
+def config(candidates: int, per_round: int) -> str:
+    rounds = -(-candidates // per_round)
+    return (
+        "experiment: bench\n"
+        "objective: {metric: test_step_time, goal: min}\n"
+        "parameters: [{path: params.json}]\n"
+        "optimizer: plan\n"
+        f"budget: {{rounds: {rounds}, candidates: {per_round}, patience: {rounds + 1}, "
+        "minutes: 600, candidate_timeout: 300}\n"
+    )
+
+
+def run(plan: list[float], rounds: int, base: int, workers: int) -> Outcome:
+    """One loop over ``plan``; counts what it kept and every child session it started."""
+    with tempfile.TemporaryDirectory(prefix="autopilot-decisions-") as tmp:
+        root = Path(tmp)
+        files = {
+            "params.json": json.dumps({"factor": 1.0, "n": 0}),
+            "plan.json": json.dumps(plan),
+            "test_bench.py": TEST.replace("{base}", str(base)).replace("{rounds}", str(rounds)),
+            "conftest.py": CONFTEST,
+            "autopilot.yaml": config(len(plan), workers),
+        }
+        commit_suite(root, files)
+        started = time.perf_counter()
+        command = ["-m", "pytest", "-q", "-p", "no:randomly", "--autopilot", "-n", str(workers)]
+        with subprocess.Popen(
+            [sys.executable, *command], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:  # fmt: skip
+            try:
+                stdout, stderr = proc.communicate()
+            finally:
+                if proc.poll() is None:  # this script was stopped: stop the loop too
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait()
+        seconds = time.perf_counter() - started
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"the loop failed ({proc.returncode}):\n{stdout}\n{stderr}")
+        journal = root / ".autopilot" / "bench" / "journal.jsonl"
+        events = [json.loads(line) for line in journal.read_text().splitlines()]
+    decided = [e for e in events if e["event"] == "candidate"]
+    measures = [e for e in events if e["event"] == "measure" and e["label"] != "r0"]
+    kept = sum(e["verdict"] == "accepted" for e in decided)
+    first = sum("(interval " in e["reason"] and ", 1 measurement)" in e["reason"] for e in decided)
+    reasons = [f"{e['id']} {e['verdict']}: {e['reason']}" for e in decided]
+    return Outcome(len(decided), kept, len(decided) + len(measures), first, seconds, reasons)
+
+
+@contextmanager
+def load(busy: bool) -> Iterator[None]:
+    """One busy process at normal priority while the block runs, when ``busy``."""
+    if not busy:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # still kill it then
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def cell(outcomes: list[Outcome]) -> str:
+    n = sum(o.candidates for o in outcomes)
+    kept = sum(o.kept for o in outcomes)
+    return f"{kept}/{n} = {kept / n:.0%}" if n else "-"
+
+
+def cost(outcomes: list[Outcome]) -> str:
+    n = sum(o.candidates for o in outcomes)
+    sessions = sum(o.sessions for o in outcomes)
+    first = sum(o.first_look for o in outcomes)
+    return f"{sessions / n:.2f} sessions/cand, {first}/{n} by 1st" if n else "-"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke figure")
+    parser.add_argument("--candidates", type=int, help="candidates per cell")
+    parser.add_argument("--rounds", help="benchmark rounds, comma-separated (default 5,12,50)")
+    parser.add_argument("--base", type=int, help="work per benchmark round (loop iterations)")
+    parser.add_argument("--verbose", action="store_true", help="print every candidate's verdict")
+    args = parser.parse_args()
+    per_cell = args.candidates or (2 if args.quick else 20)
+    lengths = [int(r) for r in (args.rounds or ("5,12" if args.quick else "5,12,50")).split(",")]
+    base = args.base or (100_000 if args.quick else 200_000)
+    wins = {"2x": 0.5, "25%": 0.8, "10%": 1 / 1.1} if args.quick else {
+        "2x": 0.5, "25%": 0.8, "10%": 1 / 1.1, "5%": 1 / 1.05
+    }  # fmt: skip
+    aa_count = per_cell * (2 if args.quick else 5)
+    rows: list[tuple[str, str, str]] = []
+    figures: dict[tuple[str, bool], list[Outcome]] = {}
+    for busy in (False, True):
+        with load(busy):
+            for workers in (1, 2):
+                outcome = run([1.0] * aa_count, lengths[0], base, workers)
+                figures[(f"A/A false keeps, -n {workers}, {lengths[0]} rounds", busy)] = [outcome]
+            for rounds in lengths:
+                for name, step in wins.items():
+                    outcome = run([step] * per_cell, rounds, base, 1)
+                    figures[(f"power {name} faster, {rounds} rounds", busy)] = [outcome]
+            if args.verbose:
+                for (label, b), outcomes in figures.items():
+                    for reason in (r for o in outcomes for r in o.reasons if b == busy):
+                        print(f"{'loaded' if busy else 'quiet'} | {label} | {reason}")
+    labels = list(dict.fromkeys(label for label, _ in figures))
+    every = [o for outcomes in figures.values() for o in outcomes]
+    for label in labels:
+        rows.append((label, cell(figures[(label, False)]), cell(figures[(label, True)])))
+    for busy in (False, True):
+        serial = [o for (label, b), os_ in figures.items() if b == busy and "-n 2" not in label
+                  for o in os_]  # fmt: skip
+        figures[("cost", busy)] = serial
+    rows.append(("cost, -n 1 (all scenarios)", cost(figures[("cost", False)]),
+                 cost(figures[("cost", True)])))  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    quiet_width = max(len(r[1]) for r in [*rows, ("", "quiet", "")])
+    print(f"{'':{width}}  {'quiet':{quiet_width}}  under one busy process")
+    for label, quiet, loaded in rows:
+        print(f"{label:{width}}  {quiet:{quiet_width}}  {loaded}")
+    print(f"total loop time {sum(o.seconds for o in every):.0f} s; base work {base}, "
+          f"{per_cell} candidates per power cell, {aa_count} per A/A cell")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

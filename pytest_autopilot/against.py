@@ -1,0 +1,116 @@
+"""``pytest --autopilot-gate --autopilot-against REF``: a same-machine, same-time baseline.
+
+A baseline file saved on another machine (or on the same one an hour earlier) differs from
+this session by more than any code change worth gating: CI runners differ, load differs.
+Here REF (any commit-ish: ``origin/main``, a tag, a sha) is checked out in its own worktree
+under ``.autopilot/`` and its suite runs as a child session *while this session runs*. Both
+sessions take the machine-wide timing lock (:mod:`pytest_autopilot.timing`), so their timing
+tests take turns, one at a time, in whatever order they reach them: load and CPU-frequency
+changes hit both sides alike. REF's metrics then become the baseline of the relative gates.
+
+The user's working tree, index and branches are never touched: the worktree lives under the
+self-ignoring ``.autopilot/`` directory and is removed at the end. A REF that names no commit
+is refused before any test runs; a REF whose suite does not run is a usage error naming its
+log.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from pytest_autopilot import timing
+from pytest_autopilot.results import SessionResult
+
+EXPERIMENT = "gate-against"
+"""Where REF's worktree, log and result live: ``.autopilot/worktrees/gate-against/`` etc."""
+
+
+class AgainstRun:
+    """REF's session, started before this session's tests and joined after them."""
+
+    def __init__(self, pytest_config: pytest.Config, ref: str, timeout: float) -> None:
+        from pytest_autopilot.loop.child import ChildSpec, LocalExecutor
+        from pytest_autopilot.loop.journal import ExperimentStore
+        from pytest_autopilot.loop.workspace import Workspace
+
+        workspace = Workspace.discover(pytest_config.rootpath, EXPERIMENT)
+        commit = workspace.resolve(f"{ref}^{{commit}}")
+        if commit is None:
+            raise pytest.UsageError(
+                f"--autopilot-against: {ref!r} names no commit in {workspace.repo} "
+                "(expected a branch, tag or sha, e.g. origin/main)"
+            )
+        workspace.ensure_layout()
+        store = ExperimentStore(workspace.experiment_dir)
+        store.ensure()
+        self.ref = ref
+        self.commit = commit
+        self.executor = LocalExecutor(
+            workspace, store, ChildSpec.from_config(pytest_config, workspace)
+        )
+        self.timeout = timeout
+        self.ready = store.directory / "against.ready"
+        self.lock: timing.TimingLock | None = None
+        """This session's side of the timing lock; released before waiting for REF's session
+        (a session that holds it shared while waiting would keep REF's timing tests out)."""
+        self._result: SessionResult | None = None
+        self._problem = ""
+        self._thread = threading.Thread(target=self._run, name="autopilot-against", daemon=True)
+
+    def start(self) -> None:
+        self.ready.unlink(missing_ok=True)
+        os.environ[timing.READY_ENV] = str(self.ready)  # REF's session inherits it
+        self._thread.start()
+
+    def wait_until_ready(self) -> None:
+        """Wait until REF's session holds the timing lock (or ended): a timing test of this
+        session must not run while REF's interpreter is still starting."""
+        deadline = time.monotonic() + self.timeout
+        while self._thread.is_alive() and not self.ready.exists():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        evaluation = self.executor.evaluate("against", self.commit, self.timeout)
+        self._result = evaluation.result
+        if evaluation.result is None:
+            log = f" (log: {evaluation.log})" if evaluation.log else ""
+            self._problem = f"{evaluation.status}: {evaluation.reason}{log}"
+
+    def result(self) -> SessionResult:
+        """REF's session result; a UsageError when its suite did not run."""
+        self.release_lock()
+        self._thread.join()
+        if self._result is None:
+            raise pytest.UsageError(
+                f"--autopilot-against {self.ref} ({self.commit[:10]}): its suite did not run "
+                f"in a worktree: {self._problem}; everything its tests need must be committed"
+            )
+        return self._result
+
+    def release_lock(self) -> None:
+        os.environ.pop(timing.READY_ENV, None)
+        if self.lock is not None:
+            self.lock.close()
+
+    def close(self) -> None:
+        """Stop REF's session if it still runs (an interrupted session), then wait for it."""
+        self.release_lock()
+        if self._thread.is_alive():
+            self.executor.cancel()
+            self._thread.join()
+
+
+def start(pytest_config: pytest.Config, ref: str, timeout: float) -> AgainstRun:
+    """Resolve REF, take this session's turn in the timing lock, and start REF's session."""
+    run = AgainstRun(pytest_config, ref, timeout)
+    if os.name == "posix" and not pytest_config.pluginmanager.has_plugin(timing.PLUGIN_NAME):
+        run.lock = timing.TimingLock(timing.default_lock_path(), run.wait_until_ready)
+        pytest_config.pluginmanager.register(run.lock, timing.PLUGIN_NAME)
+    run.start()
+    return run

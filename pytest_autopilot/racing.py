@@ -1,0 +1,341 @@
+"""Sequential, paired decisions for the loop: keep real wins, never keep noise, measure little.
+
+One *measurement* of a candidate is a pair of sessions run side by side: the candidate's and a
+fresh one of the incumbent (their timing tests take turns under the machine-wide timing lock,
+so load, CPU frequency and heat hit both alike). Its result is one paired log-ratio
+``d = log(candidate location / incumbent location)`` (the location is the median of a session's
+samples), and the question is the mean of ``d`` over a candidate's measurements.
+
+How sure a set of pairs is comes from two parts of the variance of one ``d``:
+
+- *within*: what each session's own samples show about its median (``pi/2 * sd^2 / n`` per
+  side, the sd from the median absolute deviation, so an outlier does not inflate it);
+- *between*: how much two sessions of identical code differ beyond that (process layout, the
+  load of the moment). It is invisible from inside a session.
+
+The total is **estimated from the run's own repeated measurements**, pooled across rounds and
+candidates (:class:`NoisePool`): pairs of identical code (the incumbent measured twice) and
+the spread of a candidate's repeated pairs. A weak prior (the within part plus
+:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF` observations) stands in before the run has shown
+anything and is outweighed as data accumulates. The interval uses Student's t with the pooled
+degrees of freedom, so few observations give wide intervals, never falsely narrow ones.
+
+The decision is a race (:func:`decide`), run after each measurement:
+
+- **keep** when the lower confidence bound of the gain exceeds ``min_effect``;
+- **drop** when even an optimistic (95%) upper bound of the gain stays below what the keep
+  bound could still be at the last allowed measurement (futility): a clear loser or a no-op
+  is decided by its first measurement, and a real win is dropped this way at most about 5%
+  of the time;
+- otherwise measure again, up to :data:`MAX_MEASUREMENTS`; still undecided then: drop, as
+  "cannot tell".
+
+Error control under this early stopping: the false-keep probability of one candidate is
+bounded by splitting its budget ``alpha_candidate`` evenly over its possible looks
+(Bonferroni alpha spending: whatever the dependence between looks, the chance that *any* look
+crosses the keep bound is at most the sum of the per-look levels). Stopping for futility only
+removes chances to keep, so it never raises that bound. Over a whole run the budget
+``1 - confidence`` is split evenly over the candidates the run's budget allows
+(``rounds * candidates``), so the probability that a run of no-ops keeps anything is at most
+``1 - confidence`` (the expected number of false keeps, :meth:`RacePlan.expected_false_keeps`,
+bounds it). An effect far beyond every noise the run has seen crosses the keep bound at the
+first measurement, however few samples the sessions have.
+
+Pure Python and deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import median
+
+from pytest_autopilot.results import Goal, Metric
+
+MAX_MEASUREMENTS = 3
+"""Paired measurements a candidate gets at most (its first one included)."""
+
+FUTILITY = 0.05
+"""One-sided level of the drop bound: a real win is dropped early at most about this often."""
+
+PRIOR_BETWEEN = 2 * 0.015**2
+"""Prior between-session variance of a paired log-ratio: 1.5% run-to-run noise per session."""
+
+PRIOR_DF = 6.0
+"""How many observations the prior is worth; the run's own data outweighs it quickly."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One paired measurement: ``log(candidate / incumbent)`` and its within-session variance."""
+
+    log_ratio: float
+    within: float
+
+
+def log_location(samples: Sequence[float]) -> tuple[float, float]:
+    """``log`` of the median of positive samples and the variance of that estimate.
+
+    The variance is the large-sample one of a median (``pi/2 * sd^2 / n``), with the sd from
+    the median absolute deviation of the log samples: robust to the odd outlier.
+    """
+    logs = [math.log(x) for x in samples]
+    centre = median(logs)
+    if len(logs) < 2:
+        return centre, 0.0
+    sd = 1.4826 * median(abs(x - centre) for x in logs)
+    return centre, math.pi / 2.0 * sd * sd / len(logs)
+
+
+def pair_metrics(incumbent: Metric | None, candidate: Metric | None) -> Pair | None:
+    """:func:`pair` when both sides measured the metric and at least one has samples."""
+    if incumbent is None or candidate is None:
+        return None
+    if not incumbent.samples and not candidate.samples:
+        return None
+    return pair(incumbent, candidate)
+
+
+def pair(incumbent: Metric, candidate: Metric) -> Pair | None:
+    """The paired log-ratio of two sessions' metric; ``None`` when it has no meaning.
+
+    Samples give the location and its variance; a metric without samples counts as exact.
+    Non-positive values have no log-ratio.
+    """
+    sides = []
+    for metric in (incumbent, candidate):
+        values = metric.samples or [metric.value]
+        if not values or not all(math.isfinite(v) and v > 0.0 for v in values):
+            return None
+        sides.append(log_location(values))
+    (inc, inc_var), (cand, cand_var) = sides
+    return Pair(cand - inc, inc_var + cand_var)
+
+
+@dataclass
+class NoisePool:
+    """The variance of one paired log-ratio, pooled over the whole run.
+
+    Every observation adds a sum of squares with known mean and its degrees of freedom:
+    a pair of identical code adds ``d^2`` (1 df), a candidate's repeated pairs their spread
+    around their own mean (``k - 1`` df). Pooling the *total* variance, not a split into
+    within and between parts, matters with few samples per session: the within part that
+    five samples show is itself so noisy that trusting it per pair lets a lucky, tight pair
+    pass for a real change.
+    """
+
+    squares: float = 0.0
+    df: float = 0.0
+
+    def add_null(self, observed: Pair) -> None:
+        """A pair of identical code (e.g. the incumbent measured twice): its mean is 0."""
+        self.squares += observed.log_ratio**2
+        self.df += 1.0
+
+    def add_replicates(self, pairs: Sequence[Pair]) -> None:
+        """Repeated pairs of one candidate: their spread around their mean, ``k - 1`` df."""
+        k = len(pairs)
+        if k < 2:
+            return
+        mean = sum(p.log_ratio for p in pairs) / k
+        self.squares += sum((p.log_ratio - mean) ** 2 for p in pairs)
+        self.df += k - 1.0
+
+    def variance(self, within: float) -> float:
+        """The pooled variance of one pair; ``within`` (what the samples show) sets the prior.
+
+        The prior, ``within + PRIOR_BETWEEN`` worth :data:`PRIOR_DF` observations, is
+        outweighed as the run's own observations accumulate; the result never goes below
+        ``within``, what this candidate's own samples show.
+        """
+        prior = within + PRIOR_BETWEEN
+        pooled = (PRIOR_DF * prior + self.squares) / (PRIOR_DF + self.df)
+        return max(pooled, within)
+
+    @property
+    def total_df(self) -> float:
+        return PRIOR_DF + self.df
+
+    def describe(self) -> str:
+        noise = math.sqrt(self.variance(0.0) / 2.0) * 100.0
+        return f"noise {noise:.1f}% per session (pooled from {self.df:g} repeated measurements)"
+
+
+@dataclass(frozen=True)
+class RacePlan:
+    """The run's error budget: ``run_alpha`` over ``design_size`` candidates."""
+
+    run_alpha: float
+    design_size: int
+    max_measurements: int = MAX_MEASUREMENTS
+
+    @property
+    def alpha_candidate(self) -> float:
+        return self.run_alpha / max(1, self.design_size)
+
+    @property
+    def alpha_look(self) -> float:
+        return self.alpha_candidate / self.max_measurements
+
+    def expected_false_keeps(self) -> float:
+        """Upper bound on the expected false keeps of a run of no-ops (and on P(any))."""
+        return self.alpha_candidate * max(1, self.design_size)
+
+    def describe(self) -> str:
+        return (
+            f"at most {self.design_size} candidates, each kept by mistake with probability "
+            f"<= {self.alpha_candidate:.2g}: expected false keeps <= "
+            f"{self.expected_false_keeps():.2g} per run"
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide` says after the measurements so far."""
+
+    verdict: str
+    """``keep``, ``drop`` or ``more``."""
+    ratio: float
+    low: float
+    high: float
+    measurements: int
+    why: str
+
+    def describe(self) -> str:
+        """``-23.1% (interval -30.2%..-15.3%, 1 measurement): clearly better than 2%``."""
+        n = f"{self.measurements} measurement{'s' if self.measurements != 1 else ''}"
+        return (
+            f"{_percent(self.ratio)} (interval {_percent(self.low)}..{_percent(self.high)}, "
+            f"{n}): {self.why}"
+        )
+
+
+def decide(
+    pairs: Sequence[Pair], goal: Goal, min_effect: float, pool: NoisePool, plan: RacePlan
+) -> Decision:
+    """Keep, drop, or measure again, from a candidate's paired measurements so far."""
+    k = len(pairs)
+    if k == 0:
+        raise ValueError("decide() needs at least one pair")
+    mean = sum(p.log_ratio for p in pairs) / k
+    within = sum(p.within for p in pairs) / k
+    variance = pool.variance(within)
+    se = math.sqrt(variance / k)
+    t_keep = t_quantile(1.0 - plan.alpha_look, pool.total_df)
+    t_drop = t_quantile(1.0 - FUTILITY, pool.total_df)
+    gain = -mean if goal == "min" else mean
+    need = -math.log1p(-min_effect) if goal == "min" else math.log1p(min_effect)
+    reachable = need + t_keep * math.sqrt(variance / plan.max_measurements)
+    low, high = math.exp(mean - t_keep * se), math.exp(mean + t_keep * se)
+    need_text = f"{min_effect * 100:g}%"
+    if gain - t_keep * se > need:
+        verdict, why = "keep", f"clearly better by more than {need_text}"
+    elif gain + t_drop * se < reachable:
+        worse = gain + t_drop * se < 0.0
+        what = "clearly worse" if worse else f"cannot be shown better by {need_text}"
+        verdict, why = "drop", f"{what} (at this noise)" if not worse else what
+    elif k >= plan.max_measurements:
+        verdict, why = "drop", f"cannot tell after {k} measurements"
+    else:
+        verdict, why = "more", "undecided: measuring again"
+    return Decision(verdict, math.exp(mean), low, high, k, why)
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``p`` in (0.5, 1))."""
+    if not 0.5 <= p < 1.0:
+        raise ValueError(f"p must be in [0.5, 1), got {p!r}")
+    lo, hi = 0.0, 1.0
+    while _t_upper(hi, df) > 1.0 - p:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _t_upper(mid, df) > 1.0 - p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _t_upper(t: float, df: float) -> float:
+    """P(T > t) for t >= 0: half the regularized incomplete beta I_x(df/2, 1/2)."""
+    x = df / (df + t * t)
+    return 0.5 * _betainc(df / 2.0, 0.5, x)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) by its continued fraction (Lentz's method)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * result / a
+
+
+def _percent(ratio: float) -> str:
+    return f"{(ratio - 1.0) * 100.0:+.1f}%"
+
+
+class Racer:
+    """The run's race: its plan, its pooled noise, and the sessions of the incumbent it saw.
+
+    Every new session of a commit the incumbent had measured before (a round's re-measurement,
+    the incumbent's side of a repeated pair) is compared with the previous one: identical
+    code, so the pair is a free observation of the noise (:meth:`NoisePool.add_null`).
+    """
+
+    def __init__(self, goal: Goal, min_effect: float, plan: RacePlan) -> None:
+        self.goal: Goal = goal
+        self.min_effect = min_effect
+        self.plan = plan
+        self.pool = NoisePool()
+        self.decided = 0
+        """How many candidates the race decided (none when the objective has no samples)."""
+        self._last: dict[str, Metric] = {}
+
+    def observe_incumbent(self, commit: str, metric: Metric | None) -> None:
+        if metric is None:
+            return
+        previous = self._last.get(commit)
+        if previous == metric:
+            return  # the same session seen again (e.g. the winner's, as the next incumbent)
+        if previous is not None:
+            null = pair(previous, metric)
+            if null is not None:
+                self.pool.add_null(null)
+        self._last = {commit: metric}
+
+    def decide(self, pairs: Sequence[Pair]) -> Decision:
+        return decide(pairs, self.goal, self.min_effect, self.pool, self.plan)
+
+    def finished(self, pairs: Sequence[Pair]) -> None:
+        """A candidate is decided: its repeated pairs join the pooled noise."""
+        self.decided += 1
+        self.pool.add_replicates(pairs)
+
+    def describe(self) -> str:
+        return f"{self.plan.describe()}; {self.pool.describe()}"

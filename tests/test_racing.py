@@ -1,0 +1,156 @@
+"""racing: paired sequential decisions, on seeded simulations of interleaved sessions.
+
+The simulated sessions take their benchmark rounds in turn (incumbent, candidate, ...) under a
+shared AR(1) drift (load, CPU frequency), each session with its own offset (run-to-run noise),
+independent jitter and occasional outliers (a GC pause, a context switch). No test is timed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from statistics import median
+
+import pytest
+
+from pytest_autopilot import racing
+from pytest_autopilot.results import Metric
+
+
+def sessions(
+    rng: random.Random,
+    factors: list[float],
+    rounds: int,
+    *,
+    jitter: float = 0.03,
+    between: float = 0.015,
+    drift: float = 0.05,
+    ar: float = 0.9,
+    outliers: float = 0.05,
+) -> list[Metric]:
+    offsets = [rng.gauss(0.0, between) for _ in factors]
+    samples: list[list[float]] = [[] for _ in factors]
+    level = rng.gauss(0.0, drift)
+    for _ in range(rounds):
+        for i, factor in enumerate(factors):
+            level = ar * level + math.sqrt(1.0 - ar * ar) * rng.gauss(0.0, drift)
+            x = 0.01 * factor * math.exp(offsets[i] + level + rng.gauss(0.0, jitter))
+            if rng.random() < outliers:
+                x *= 1.0 + rng.expovariate(1.0)
+            samples[i].append(x)
+    return [Metric("t", median(s), samples=s) for s in samples]
+
+
+def race(
+    rng: random.Random, racer: racing.Racer, factor: float, rounds: int, **noise: float
+) -> racing.Decision:
+    """One candidate through the race, with a null observation (the incumbent twice) first."""
+    first, again = sessions(rng, [1.0, 1.0], rounds, **noise)
+    racer.observe_incumbent("inc", first)
+    racer.observe_incumbent("inc", again)
+    pairs: list[racing.Pair] = []
+    while True:
+        incumbent, candidate = sessions(rng, [1.0, factor], rounds, **noise)
+        observed = racing.pair(incumbent, candidate)
+        assert observed is not None
+        pairs.append(observed)
+        decision = racer.decide(pairs)
+        if decision.verdict != "more":
+            racer.finished(pairs)
+            return decision
+
+
+def run(factor: float, rounds: int, n: int, seed: int = 1, **noise: float) -> list[racing.Decision]:
+    rng = random.Random(seed)
+    racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, 40))
+    return [race(rng, racer, factor, rounds, **noise) for _ in range(n)]
+
+
+LOADED = {"drift": 0.15, "between": 0.03, "jitter": 0.08}
+
+
+@pytest.mark.parametrize("noise", [{}, LOADED], ids=["quiet", "loaded"])
+def test_identical_code_is_never_kept_and_costs_little(noise: dict[str, float]) -> None:
+    decisions = run(1.0, 5, 300, **noise)
+    assert sum(d.verdict == "keep" for d in decisions) == 0
+    assert sum(d.measurements for d in decisions) / len(decisions) < 1.5
+
+
+@pytest.mark.parametrize("rounds", [5, 12])
+def test_a_2x_win_is_kept_and_a_clear_loser_dropped_by_their_first_measurement(
+    rounds: int,
+) -> None:
+    for factor, verdict in ((0.5, "keep"), (2.0, "drop")):
+        decisions = run(factor, rounds, 40)
+        assert [(d.verdict, d.measurements) for d in decisions] == [(verdict, 1)] * 40
+
+
+def test_under_heavy_load_a_2x_win_may_take_a_second_measurement_with_5_rounds() -> None:
+    decisions = run(0.5, 5, 40, **LOADED)
+    assert all(d.verdict == "keep" for d in decisions)
+    assert sum(d.measurements == 1 for d in decisions) >= 28
+    assert max(d.measurements for d in decisions) <= 2
+
+
+def test_a_quarter_faster_is_kept_under_load_and_ten_percent_when_quiet() -> None:
+    assert sum(d.verdict == "keep" for d in run(0.75, 12, 60, **LOADED)) >= 50
+    assert sum(d.verdict == "keep" for d in run(0.9, 12, 60)) >= 42
+    assert sum(d.verdict == "keep" for d in run(0.9, 50, 60)) >= 54
+
+
+def test_the_pooled_noise_is_what_the_sessions_show() -> None:
+    rng = random.Random(3)
+    pool = racing.NoisePool()
+    for _ in range(400):
+        a, b = sessions(rng, [1.0, 1.0], 50, between=0.03, drift=0.0, outliers=0.0)
+        observed = racing.pair(a, b)
+        assert observed is not None
+        pool.add_null(observed)
+    expected = 2 * 0.03**2 + 2 * (math.pi / 2) * 0.03**2 / 50
+    assert pool.variance(0.0) == pytest.approx(expected, rel=0.2)
+
+
+def test_an_effect_far_beyond_the_noise_is_decided_even_with_few_samples() -> None:
+    incumbent = Metric("t", 1.0, samples=[1.0, 1.01, 0.99, 1.02, 0.98])
+    candidate = Metric("t", 0.2, samples=[0.2, 0.21, 0.19, 0.2, 0.2])
+    racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, 1000))
+    observed = racing.pair(incumbent, candidate)
+    assert observed is not None
+    decision = racer.decide([observed])
+    assert decision.verdict == "keep"
+    assert decision.describe().startswith("-80.0% (interval ")
+    assert "1 measurement): clearly better by more than 2%" in decision.describe()
+
+
+def test_goal_max_mirrors_goal_min() -> None:
+    low = Metric("q", 100.0, samples=[100.0, 101.0, 99.0, 100.5, 99.5])
+    high = Metric("q", 200.0, samples=[200.0, 202.0, 198.0, 201.0, 199.0])
+    plan = racing.RacePlan(0.05, 10)
+    observed = racing.pair(low, high)
+    assert observed is not None
+    assert racing.Racer("max", 0.02, plan).decide([observed]).verdict == "keep"
+    assert racing.Racer("min", 0.02, plan).decide([observed]).why == "clearly worse"
+
+
+def test_the_plan_bounds_the_false_keeps_of_a_whole_run() -> None:
+    plan = racing.RacePlan(0.05, 40)
+    assert plan.alpha_candidate == pytest.approx(0.05 / 40)
+    assert plan.alpha_look == pytest.approx(0.05 / 40 / racing.MAX_MEASUREMENTS)
+    assert plan.expected_false_keeps() == pytest.approx(0.05)
+    assert "expected false keeps <= 0.05 per run" in plan.describe()
+
+
+def test_pairs_need_positive_values() -> None:
+    assert racing.pair(Metric("t", 0.0), Metric("t", 1.0)) is None
+    assert racing.pair_metrics(Metric("t", 1.0), Metric("t", 2.0)) is None  # nothing sampled
+    assert racing.pair_metrics(None, Metric("t", 2.0, samples=[2.0])) is None
+    with pytest.raises(ValueError, match="at least one pair"):
+        racing.decide([], "min", 0.02, racing.NoisePool(), racing.RacePlan(0.05, 1))
+
+
+@pytest.mark.parametrize(
+    ("p", "df", "expected"),
+    [(0.975, 10, 2.2281), (0.975, 1, 12.7062), (0.95, 3, 2.3534), (0.975, 1e6, 1.9600)],
+)
+def test_t_quantile_matches_the_tables(p: float, df: float, expected: float) -> None:
+    assert racing.t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
