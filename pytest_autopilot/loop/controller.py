@@ -21,7 +21,10 @@ early and snapshots the baseline before a single test runs. :func:`run_loop` run
       accepted candidates are superseded. Observers hear each verdict once it is final.
 
 3. Print the summary (:mod:`~.output`), merge with ``--autopilot-apply``, and return the exit
-   status and the JSON payload.
+   status and the JSON payload: 0 when the gates pass on the incumbent and its failing tests,
+   if any, are dataset cases that a gate judges (:func:`~pytest_autopilot.gates.judge_failures`).
+
+Meanwhile :mod:`~.progress` hears of rounds, evaluations and incumbents, and shows them.
 
 The record (journal, state, refs) is written after every candidate, so Ctrl+C or ``kill -9``
 loses at most the candidates in flight, and the same command resumes.
