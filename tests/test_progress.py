@@ -115,3 +115,14 @@ def test_the_thread_ticks_until_stopped(pytester: pytest.Pytester) -> None:
     assert count >= 2
     time.sleep(0.05)
     assert stream.getvalue().count("\n") == count
+
+
+def test_durations_round_before_they_are_split_into_units() -> None:
+    from pytest_autopilot.loop.progress import _duration
+
+    assert [_duration(s) for s in (59.6, 3599.6, 119.5, 7199.9)] == [
+        "1m00s",
+        "1h00m",
+        "2m00s",
+        "2h00m",
+    ]

@@ -9,11 +9,17 @@ splits only, including what ``pytest_autopilot_feedback`` implementations add.
 from __future__ import annotations
 
 import dataclasses
+import traceback
+from collections.abc import Sequence
+
+import pytest
 
 from pytest_autopilot.config import AutopilotConfig, glob_match, is_protected, protected_globs
+from pytest_autopilot.loop.journal import ExperimentStore, OptimizerError
+from pytest_autopilot.loop.prepare import config_name
 from pytest_autopilot.loop.state import RunState, frozen_copy
 from pytest_autopilot.loop.workspace import Workspace
-from pytest_autopilot.proposals import FeedbackItem, OptimizerContext, ParameterFile
+from pytest_autopilot.proposals import FeedbackItem, OptimizerContext, ParameterFile, Proposal
 from pytest_autopilot.results import SessionResult
 
 
@@ -105,3 +111,30 @@ def knowledge(workspace: Workspace, config: AutopilotConfig, commit: str) -> lis
         if blob is not None:
             out.append((rel, blob.decode(errors="replace")))
     return out
+
+
+def ask_optimizer(
+    hook: object, config: AutopilotConfig, store: ExperimentStore, context: OptimizerContext
+) -> list[Proposal]:
+    """``pytest_autopilot_propose``: up to ``context.max_candidates`` proposals. A crash in the
+    optimizer stops the loop with where it happened (traceback in the journal), resumable."""
+    try:
+        answer: Sequence[Proposal] | None = hook.pytest_autopilot_propose(  # type: ignore[attr-defined]
+            context=context
+        )
+    except (pytest.UsageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        store.record(OptimizerError(context.round, traceback.format_exc()))
+        raise pytest.UsageError(
+            f"optimizer {config.optimizer!r} failed in round {context.round}: "
+            f"{type(exc).__name__}: {exc}{where} (traceback in {store.journal_path}); "
+            "fix it and run the same command to resume"
+        ) from None
+    if answer is None:
+        raise pytest.UsageError(
+            f"{config_name(config)}: optimizer: no plugin answered for {config.optimizer!r}"
+        )
+    return list(answer)[: context.max_candidates]

@@ -21,7 +21,10 @@ early and snapshots the baseline before a single test runs. :func:`run_loop` run
       accepted candidates are superseded. Observers hear each verdict once it is final.
 
 3. Print the summary (:mod:`~.output`), merge with ``--autopilot-apply``, and return the exit
-   status and the JSON payload.
+   status and the JSON payload: 0 when the gates pass on the incumbent and its failing tests,
+   if any, are dataset cases that a gate judges (:func:`~pytest_autopilot.gates.judge_failures`).
+
+Meanwhile :mod:`~.progress` hears of rounds, evaluations and incumbents, and shows them.
 
 The record (journal, state, refs) is written after every candidate, so Ctrl+C or ``kill -9``
 loses at most the candidates in flight, and the same command resumes.
@@ -34,7 +37,6 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,15 +47,15 @@ from typing import Any
 import pytest
 
 from pytest_autopilot.config import AutopilotConfig
+from pytest_autopilot.gates import Judgement, judge_failures
 from pytest_autopilot.loop import acceptance
 from pytest_autopilot.loop.candidates import CandidateMaker, merge_best
 from pytest_autopilot.loop.child import Evaluation, Executor
-from pytest_autopilot.loop.context import optimizer_context
+from pytest_autopilot.loop.context import ask_optimizer, optimizer_context
 from pytest_autopilot.loop.journal import (
     BaselineMeasured,
     CandidateDecided,
     Measured,
-    OptimizerError,
     Resume,
     RoundDone,
     RoundStarted,
@@ -72,7 +74,6 @@ from pytest_autopilot.loop.judge import (
 from pytest_autopilot.loop.output import LoopOutput, metrics_json, num, payload, position
 from pytest_autopilot.loop.prepare import (
     LoopRun,
-    config_name,
     local_workers,
     lockstep_batch,
     make_executor,
@@ -156,6 +157,7 @@ class Controller:
             self.workspace, self.store, config, self.state, self.check_interrupt
         )
         self.output = LoopOutput(pytest_config, config)
+        self.progress = self.output.start_progress(self.state)
         self.started = time.monotonic()
         self.exhausted = False
         self.interrupted = False
@@ -179,28 +181,32 @@ class Controller:
         with self._sigint():
             try:
                 self.start()
+                self._new_incumbent()
+                self.progress.start(every=min(1.0, self.progress.interval))
                 while not (reason := self.stop_reason()):
                     self.play_round(self.state.rounds_done + 1)
                 self.stop = reason
-                status = 0 if self.state.gates_pass(self.state.incumbent) else 1
+                status = 0 if self.passed() else 1
             except (Interrupted, KeyboardInterrupt):
                 self.executor.cancel()
                 self.stop = "interrupted"
                 status = 2
             finally:
+                self.progress.stop()
                 if "r0" in self.results:
                     self.save()
                 self.executor.close()
         self.store.record(Stopped(self.stop, status))
         racer = self.judge.racer
         decisions = racer.describe() if racer is not None and racer.decided else None
-        self.output.summary(self.state, self.stop, self.results.get("r0"), decisions)
+        judgement = self.judgement()
+        self.output.summary(self.state, self.stop, self.results.get("r0"), judgement, decisions)
         interrupted_in = str(self.store.directory) if status == 2 else None
         self.output.closing(self.state, self.workspace.best_branch, interrupted_in)
         if status != 2 and self.pytest_config.getoption("autopilot_apply", False):
             merge_best(self.workspace, self.store, self.state.incumbent, self.output.say)
         branch = self.workspace.best_branch
-        return LoopOutcome(status, payload(self.state, self.config, self.stop, branch))
+        return LoopOutcome(status, payload(self.state, self.config, self.stop, branch, judgement))
 
     @contextmanager
     def _sigint(self) -> Iterator[None]:
@@ -232,9 +238,20 @@ class Controller:
     def out_of_time(self) -> bool:
         return self.elapsed() >= self.config.budget.minutes * 60
 
+    def judgement(self) -> Judgement | None:
+        """The contract's rule for the incumbent's failing tests: dataset cases that a gate
+        watches are measurements; other failures fail the run (``None``: not measured)."""
+        result = self.results.get(self.state.incumbent.id)
+        return judge_failures(self.config.gates, result) if result is not None else None
+
+    def passed(self) -> bool:
+        judgement = self.judgement()
+        tests_ok = judgement is None or judgement.tests_ok
+        return tests_ok and self.state.gates_pass(self.state.incumbent)
+
     def stop_reason(self) -> str:
         budget = self.config.budget
-        if self.config.gates and self.state.gates_pass(self.state.incumbent):
+        if self.config.gates and self.passed():
             return "all gates pass"
         if self.exhausted:
             return "the optimizer has nothing left to propose"
@@ -267,26 +284,14 @@ class Controller:
             )
             self.store.record(Resume(self.state.rounds_done, os.getpid()))
             return
-        self._announce()
+        self.output.announce(self.state, self.head)
+        config, commit, head = self.config, self.state.baseline.commit, self.head
+        self.store.record(Start(config.experiment, commit, head, os.getpid(), config.optimizer))
         self._measure_baseline()
 
-    def _announce(self) -> None:
-        head, baseline, budget = self.head, self.state.baseline, self.config.budget
-        if head is None:
-            origin = "your files (no commit yet)"
-        elif head == baseline.commit:
-            origin = f"HEAD {head[:10]}"
-        else:
-            origin = "HEAD plus your uncommitted changes"
-        self.output.say(
-            f"experiment {self.config.experiment}: baseline {str(baseline.commit)[:10]} "
-            f"({origin}); objective {self.objective.metric} ({self.objective.goal}); "
-            f"optimizer {self.config.optimizer}; budget {budget.rounds} rounds x "
-            f"{budget.candidates} candidates"
-        )
-        self.store.record(
-            Start(self.config.experiment, baseline.commit, head, os.getpid(), self.config.optimizer)
-        )
+    def _new_incumbent(self) -> None:
+        incumbent = self.state.incumbent
+        self.progress.incumbent(incumbent.id, incumbent.objective_value(self.objective))
 
     def _measure_baseline(self) -> None:
         baseline = self.state.baseline
@@ -342,6 +347,13 @@ class Controller:
 
     def play_round(self, number: int) -> None:
         """Propose, make, judge and record one round's candidates; see the module docstring."""
+        self.progress.round_started(number)
+        try:
+            self._play_round(number)
+        finally:
+            self.progress.round_finished()
+
+    def _play_round(self, number: int) -> None:
         done = self.state.in_round(number)
         earlier = list(done)  # decided by an interrupted run: they compete for the win too
         self.store.record(RoundStarted(number, self.state.incumbent.id, resumed=len(done)))
@@ -374,29 +386,7 @@ class Controller:
         context = optimizer_context(
             self.hook, self.config, self.state, self.workspace, incumbent_result, number, wanted
         )
-        try:
-            answer: Sequence[Proposal] | None = self.hook.pytest_autopilot_propose(context=context)
-        except (pytest.UsageError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            raise self._optimizer_crashed(number, exc) from None
-        if answer is None:
-            raise pytest.UsageError(
-                f"{config_name(self.config)}: optimizer: no plugin answered for "
-                f"{self.config.optimizer!r}"
-            )
-        return list(answer)[:wanted]
-
-    def _optimizer_crashed(self, number: int, exc: Exception) -> pytest.UsageError:
-        """A crash in the optimizer stops the loop with where it happened, resumable."""
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        self.store.record(OptimizerError(number, traceback.format_exc()))
-        return pytest.UsageError(
-            f"optimizer {self.config.optimizer!r} failed in round {number}: "
-            f"{type(exc).__name__}: {exc}{where} (traceback in {self.store.journal_path}); "
-            "fix it and run the same command to resume"
-        )
+        return ask_optimizer(self.hook, self.config, self.store, context)
 
     def _stop_evaluating(self) -> bool:
         self.check_interrupt()
@@ -488,6 +478,7 @@ class Controller:
                 self.workspace.best_ref, str(winner.commit), f"autopilot: {winner.id} accepted"
             )
             self.state.stale_rounds = 0
+            self._new_incumbent()
         else:
             self.state.stale_rounds += 1
         self.state.rounds_done = number
@@ -520,10 +511,16 @@ class Controller:
 
         Timing tests of the sessions never overlap anything: :mod:`pytest_autopilot.timing`.
         """
-        timeout = self.config.budget.candidate_timeout
         if len(jobs) == 1:
-            return [self.executor.evaluate(jobs[0][0], jobs[0][1], timeout)]
+            return [self._evaluate_one(*jobs[0])]
         batch = self.store.running_dir / f"batch-{jobs[0][0]}"
         with lockstep_batch(batch, len(jobs)), ThreadPoolExecutor(len(jobs)) as pool:
-            futures = [pool.submit(self.executor.evaluate, lab, com, timeout) for lab, com in jobs]
+            futures = [pool.submit(self._evaluate_one, label, commit) for label, commit in jobs]
             return [future.result() for future in futures]
+
+    def _evaluate_one(self, label: str, commit: str) -> Evaluation:
+        self.progress.candidate_started(label)
+        try:
+            return self.executor.evaluate(label, commit, self.config.budget.candidate_timeout)
+        finally:
+            self.progress.candidate_finished(label)

@@ -9,12 +9,15 @@ significant digits; commit messages and the JSON keep them all.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict
 from typing import Any
 
 import pytest
 
 from pytest_autopilot.config import AutopilotConfig, Objective
+from pytest_autopilot.gates import Judgement
+from pytest_autopilot.loop.progress import Progress, ReporterSink
 from pytest_autopilot.loop.state import RunState, record_to_json
 from pytest_autopilot.proposals import CandidateRecord
 from pytest_autopilot.report import fmt, gate_lines
@@ -22,6 +25,23 @@ from pytest_autopilot.results import SessionResult
 
 PREFIX = "autopilot:"
 SUMMARY_WIDTH = 48
+PROGRESS_INTERVAL_ENV = "PYTEST_AUTOPILOT_PROGRESS_INTERVAL"
+"""Seconds between plain progress lines when the output is not a terminal (30 by default)."""
+
+
+class SilentSink:
+    """Progress with nowhere to go (``-p no:terminal``)."""
+
+    isatty = False
+
+    def status(self, text: str) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
 
 
 class LoopOutput:
@@ -33,15 +53,50 @@ class LoopOutput:
         self.config = config
         self.objective: Objective = config.objective
         self.said = False
+        self.progress: Progress | None = None
+        """The live status line (:meth:`start_progress`), cleared before each line said."""
 
     def say(self, line: str, **markup: bool) -> None:
         reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            if self.progress is not None:
+                self.progress.clear()
             if not self.said:
                 reporter.write("\n")
                 self.said = True
             reporter.write_line(f"{PREFIX} {line}", **markup)
             reporter.flush()
+
+    def start_progress(self, state: RunState) -> Progress:
+        """A :class:`Progress` on pytest's terminal reporter (silent when there is none)."""
+        reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+        budget = self.config.budget
+        self.progress = Progress(
+            ReporterSink(reporter) if reporter is not None else SilentSink(),
+            rounds=budget.rounds,
+            minutes=budget.minutes,
+            metric=self.objective.metric,
+            interval=progress_interval(),
+            elapsed_before=state.elapsed_before,
+            rounds_before=state.rounds_done,
+        )
+        return self.progress
+
+    def announce(self, state: RunState, head: str | None) -> None:
+        """The first line of a fresh run: the experiment, where its baseline comes from."""
+        baseline, budget = state.baseline, self.config.budget
+        if head is None:
+            origin = "your files (no commit yet)"
+        elif head == baseline.commit:
+            origin = f"HEAD {head[:10]}"
+        else:
+            origin = "HEAD plus your uncommitted changes"
+        self.say(
+            f"experiment {self.config.experiment}: baseline {str(baseline.commit)[:10]} "
+            f"({origin}); objective {self.objective.metric} ({self.objective.goal}); "
+            f"optimizer {self.config.optimizer}; budget {budget.rounds} rounds x "
+            f"{budget.candidates} candidates"
+        )
 
     def live_line(
         self, record: CandidateRecord, reference: CandidateRecord, *, raced: bool = False
@@ -69,6 +124,7 @@ class LoopOutput:
         state: RunState,
         stop_reason: str,
         baseline_result: SessionResult | None,
+        judgement: Judgement | None = None,
         decisions: str | None = None,
     ) -> None:
         """Why the run stopped, a table of every candidate, and the best commit's gates."""
@@ -90,6 +146,9 @@ class LoopOutput:
             self.say(f"{cells}  {row[3]}")
         for line in gate_lines(state.gates.get(state.incumbent.id, []), baseline_result):
             self.say(line.removeprefix(PREFIX).strip())
+        rule = judgement.summary() if judgement is not None else None
+        if rule is not None:
+            self.say(f"{state.incumbent.id}: {rule}", red="fail" in rule)
         if decisions:
             self.say(f"decisions: {decisions}")
         usage = usage_total(state.records)
@@ -118,10 +177,31 @@ class LoopOutput:
         self.say(f"bring it in with: git merge {branch}   (or rerun with --autopilot-apply)")
 
 
+def progress_interval() -> float:
+    """:data:`PROGRESS_INTERVAL_ENV`, for CI logs that want denser (or sparser) lines."""
+    text = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not text:
+        return 30.0
+    try:
+        interval = float(text)
+    except ValueError:
+        interval = math.nan
+    if not math.isfinite(interval) or interval <= 0:
+        raise pytest.UsageError(
+            f"{PROGRESS_INTERVAL_ENV}={text!r}: expected a positive number of seconds"
+        )
+    return interval
+
+
 def payload(
-    state: RunState, config: AutopilotConfig, stop_reason: str, branch: str
+    state: RunState,
+    config: AutopilotConfig,
+    stop_reason: str,
+    branch: str,
+    judgement: Judgement | None = None,
 ) -> dict[str, Any]:
-    """The loop's part of the ``--autopilot-json`` document."""
+    """The loop's part of the ``--autopilot-json`` document: ``passed`` and ``judgement`` are
+    the best commit's (its gates, and the contract's rule for its failing tests)."""
     assert config.objective is not None
     rounds: dict[int, list[dict[str, Any]]] = {}
     for record in sorted(state.records, key=position):
@@ -129,6 +209,8 @@ def payload(
         entry["gates"] = [asdict(s) for s in state.gates.get(record.id, [])]
         rounds.setdefault(record.round, []).append(entry)
     best_gates = state.gates.get(state.incumbent.id, [])
+    tests_ok = judgement is None or judgement.tests_ok
+    rule = judgement.summary() if judgement is not None else None
     return {
         "experiment": config.experiment,
         "objective": {"metric": config.objective.metric, "goal": config.objective.goal},
@@ -142,9 +224,9 @@ def payload(
             "metrics": metrics_json(state.incumbent),
         },
         "gates": [asdict(s) for s in best_gates],
-        "passed": all(s.passed for s in best_gates),
+        "passed": tests_ok and all(s.passed for s in best_gates),
         "usage": usage_total(state.records),
-    }
+    } | ({"judgement": rule} if rule is not None else {})
 
 
 def usage_total(records: list[CandidateRecord]) -> dict[str, float]:

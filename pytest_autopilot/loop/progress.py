@@ -192,7 +192,7 @@ class Progress:
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
+    seconds = float(round(max(0.0, seconds)))  # 59.6 s is "1m00s", never "59m60s"
     if seconds < 60:
         return f"{seconds:.0f}s"
     if seconds < 3600:
