@@ -35,10 +35,22 @@ def _trace(request):
 """
 
 SLOW_OBJECTIVE_TEST = """\
-import json, pathlib, time
+import json, os, pathlib, time
+
+def meet(label, other, patience=60.0):
+    # Both candidate sessions wait here for each other: they overlap if they run at once,
+    # however late a loaded machine starts the second; run one after the other, they cannot.
+    here = pathlib.Path(os.environ["TRACE"]).parent
+    (here / ("arrived-" + label)).write_text("")
+    deadline = time.monotonic() + patience
+    while not (here / ("arrived-" + other)).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
 
 def test_loss(autopilot):
-    time.sleep(1.0)
+    label = os.environ.get("PYTEST_AUTOPILOT_CHILD", "")
+    if label in ("r1c1", "r1c2"):
+        meet(label, "r1c2" if label == "r1c1" else "r1c1")
     x = json.loads((pathlib.Path(__file__).parent / "params.json").read_text())["x"]
     autopilot.record("loss", (x - 3) ** 2, goal="min")
 """
