@@ -22,7 +22,7 @@ the sink buffer. The script
 
     python benchmarks/vs_profile_pipeline.py [--quick] [--dir PATH]
 
-Needs the ``[spdl]`` extra. ``--quick`` takes about 3 minutes, the default about 8.
+Needs the ``[spdl]`` extra. ``--quick`` takes about 4 minutes, the default about 11.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
     parser.add_argument("--dir", type=Path, help="scratch directory (default: a new one)")
     parser.add_argument("--rounds", type=int, help="loop rounds (default 12, quick 8)")
-    parser.add_argument("--minutes", type=float, help="loop minutes (default 5, quick 2.5)")
+    parser.add_argument("--minutes", type=float, help="loop minutes (default 6, quick 2.5)")
     parser.add_argument("--pairs", type=int, help="alternating pairs (default 20, quick 10)")
     parser.add_argument("--batches", type=int, help="timed batches per sample (default 30, 15)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches per sample")
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     rounds = args.rounds or (8 if quick else 12)
-    minutes = args.minutes or (2.5 if quick else 5.0)
+    minutes = args.minutes or (2.5 if quick else 6.0)
     pairs = args.pairs or (10 if quick else 20)
     batches = args.batches or (15 if quick else 30)
     inputs = args.profile_inputs or (256 if quick else 1000)
@@ -182,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     data = run_loop(repo, rounds, minutes, env)
     looped = data["knobs"]
-    evaluated = len(data.get("candidates", data.get("history", [])))
+    evaluated = sum(len(r.get("candidates", [])) for r in data.get("rounds", []))
     print(
         f"pytest --autopilot (search, {rounds} rounds max, {minutes:g} min max): "
-        f"{time.monotonic() - started:.0f} s, {evaluated or '?'} candidates; "
-        f"best test_step_time {data['best']['metrics']['test_step_time']['value'] * 1e3:.1f} ms"
+        f"{time.monotonic() - started:.0f} s, {len(data.get('rounds', []))} rounds, "
+        f"{evaluated} candidates, stopped: {data.get('stop_reason')}; best test_step_time "
+        f"{data['best']['metrics']['test_step_time']['value'] * 1e3:.1f} ms"
     )
     print(f"loop's configuration:    {describe(looped)}")
 
