@@ -90,6 +90,23 @@ def test_spdl_suite_measures_step_time_bound_and_bottleneck(
     assert "spdl_pipeline: bottleneck: stage 'fetch'" in output
 
 
+def test_spdl_profile_suite_records_step_time_and_each_stage(tmp_path: Path) -> None:
+    """The suite of ``benchmarks/vs_profile_pipeline.py``: a 10 ms, a 3 ms and a GIL stage."""
+    pytest.importorskip("spdl.pipeline")
+    repo = init_repo(tmp_path / "repo", suite_files("spdl_profile"))
+    env = {"AUTOPILOT_PROFILE_ROUNDS": "3", "AUTOPILOT_PROFILE_WARMUP": "1"}
+    status, output = run_pytest(repo.path, "--autopilot-json", "../out.json", env=env)
+    assert status == 0, output
+    assert "2 passed" in output
+    metrics = json.loads((tmp_path / "out.json").read_text())["metrics"]
+    assert len(metrics["test_step_time"]["samples"]) == 3
+    # The default pipeline.yaml runs one task per stage: 16 items x 10 ms of load per batch.
+    assert metrics["test_step_time"]["value"] >= 0.16
+    assert metrics["spdl.stage.load.task_time"]["value"] >= 0.010
+    assert metrics["spdl.stage.prep.task_time"]["value"] >= 0.003
+    assert metrics["spdl.stage.python.task_time"]["value"] > 0
+
+
 def test_spdl_suite_fails_a_loader_that_drops_samples(
     tmp_path: Path, spdl_env: dict[str, str]
 ) -> None:
