@@ -189,19 +189,21 @@ class Search(Observations):
         model = fit_model(xs, ys, self.encoder.groups, self.tol)
         candidates = [(move, center, self.encoder.encode(move.point)) for move, center in pool]
         incumbent = self.seen[self.key(self.incumbent_point)]
+        fixed = []
+        for move, center, _ in candidates:
+            origin = (center or incumbent).point
+            changed = {i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b}
+            fixed.append(
+                (bool(changed) and changed <= self.hinted, self.key(move.point) in preferred)
+            )
         chosen: list[tuple[Move, Observed | None]] = []
         for _ in range(min(count, len(candidates))):
-            best_mean = min(model.predict(x)[0] for x in xs)
+            best_mean = min(model.mean(x) for x in xs)
             scored = []
-            for index, (move, center, x) in enumerate(candidates):
+            for index, (move, _, x) in enumerate(candidates):
                 mean, sd = model.predict(x)
                 value = expected_improvement(best_mean, mean, sd)
-                origin = (center or incumbent).point
-                changed = {
-                    i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b
-                }
-                hinted = bool(changed) and changed <= self.hinted
-                tier = self.key(move.point) in preferred
+                hinted, tier = fixed[index]
                 scored.append(
                     (hinted, tier, value, move.gain, -self.rank.get(move.axis, 0), -index, mean)
                 )
@@ -211,6 +213,7 @@ class Search(Observations):
                 key=lambda k: scored[k][:6] if first else scored[k][1:6],
             )
             move, center, x = candidates.pop(top)
+            fixed.pop(top)
             mean = scored[top][6]
             reference = (center or incumbent).f
             if reference is not None and math.isfinite(reference):
