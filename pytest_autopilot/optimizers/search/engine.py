@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 
 from pytest_autopilot.config import ChoiceDimension, FloatDimension, IntDimension
+from pytest_autopilot.optimizers.search.design import DESIGN_SIZE, latin_hypercube
 from pytest_autopilot.optimizers.search.model import (
     distance2,
     expected_improvement,
@@ -100,15 +101,34 @@ class Search(Observations):
             if key not in self.seen and key not in pool:
                 move = Move(point, 0.0, RANDOM, "a point far from those tried")
                 pool[key] = (move, None)
-        chosen = [
+        chosen = [(move, centers[0]) for move in self._design(wanted, bool(preferred))]
+        taken = {self.key(move.point) for move, _ in chosen}
+        rest = [entry for key, entry in pool.items() if key not in taken]
+        chosen += [
             (move, center or self._nearest(move.point, centers))
-            for move, center in self._choose(list(pool.values()), wanted, preferred)
+            for move, center in self._choose(rest, wanted - len(chosen), preferred)
         ]
         taken = {self.key(move.point) for move, _ in chosen}
         for point in self._remaining(wanted - len(chosen), taken):
             move = Move(point, 0.0, RANDOM, "one of the last points not tried")
             chosen.append((move, self._nearest(point, centers)))
         return chosen
+
+    def _design(self, wanted: int, directed: bool) -> list[Move]:
+        """The untried points of the initial space-filling design, while fewer than
+        ``1 + DESIGN_SIZE`` points are measured; none when a stage model, local refinement
+        (``directed``) or a bottleneck note already says where to go."""
+        room = min(wanted, 1 + DESIGN_SIZE - len(self.seen))
+        if room <= 0 or directed or self.hinted:
+            return []
+        start = min(self.seen.values(), key=self.order).point
+        design = latin_hypercube(self.axes, self.encoder, start, self.context.seed)
+        fresh: dict[Key, Point] = {}
+        for point in design:
+            if self.key(point) not in self.seen:
+                fresh.setdefault(self.key(point), point)
+        why = "a point of the space-filling initial design"
+        return [Move(p, 0.0, RANDOM, why) for p in list(fresh.values())[:room]]
 
     def progress(self) -> tuple[int, Observed | None]:
         """Evaluations since the best value last improved beyond the noise, and the best
@@ -138,12 +158,12 @@ class Search(Observations):
         the same step again (a pattern move), then the untried one-step neighbours."""
         since, previous = self.progress()
         center = centers[0]
-        stepped = previous is not None and moves.one_step(previous, center)
-        if since < STALL_AFTER and not stepped:
-            return []
+        stepped = previous is not None and moves.one_knob(previous, center)
         found: list[Move] = []
         if previous is not None and stepped:
             found += moves.extrapolate(previous, center)
+        if since < STALL_AFTER:
+            return found
         return found + moves.refinement(center)
 
     def _centers(self) -> list[Observed]:
