@@ -101,7 +101,7 @@ class Search(Observations):
             if key not in self.seen and key not in pool:
                 move = Move(point, 0.0, RANDOM, "a point far from those tried")
                 pool[key] = (move, None)
-        chosen = [(move, centers[0]) for move in self._design(wanted, bool(preferred))]
+        chosen = [(move, centers[0]) for move in self._design(wanted, staged is not None)]
         taken = {self.key(move.point) for move, _ in chosen}
         rest = [entry for key, entry in pool.items() if key not in taken]
         chosen += [
@@ -116,13 +116,17 @@ class Search(Observations):
 
     def _design(self, wanted: int, directed: bool) -> list[Move]:
         """The untried points of the initial space-filling design, while fewer than
-        ``1 + DESIGN_SIZE`` points are measured; none when a stage model, local refinement
-        (``directed``) or a bottleneck note already says where to go."""
+        ``1 + DESIGN_SIZE`` points are measured and all but the first are the design's; none
+        when a stage model (``directed``) or a bottleneck note says where to go, or the
+        history holds points from elsewhere (another optimizer, an earlier seed)."""
         room = min(wanted, 1 + DESIGN_SIZE - len(self.seen))
         if room <= 0 or directed or self.hinted:
             return []
-        start = min(self.seen.values(), key=self.order).point
-        design = latin_hypercube(self.axes, self.encoder, start, self.context.seed)
+        first = min(self.seen.values(), key=self.order)
+        design = latin_hypercube(self.axes, self.encoder, first.point, self.context.seed)
+        planned = {self.key(point) for point in design} | {self.key(first.point)}
+        if any(key not in planned for key in self.seen):
+            return []
         fresh: dict[Key, Point] = {}
         for point in design:
             if self.key(point) not in self.seen:
