@@ -18,22 +18,26 @@ seconds to minutes, so every evaluation must count. Each round:
    normalization) is never proposed again. A resumed round (some of its candidates already
    evaluated before an interruption) is planned again from the history before that round,
    so it proposes what the uninterrupted run would have, minus what was done.
-3. Candidates. Local moves around the three best points (the incumbent first unless another
-   point beats it by more than the noise): along one dimension at a time, a line search on
-   the normalized scale (a big first step toward the farther bound, twice the step further
-   in a direction that improved, bisection toward the vertex of the parabola through the
-   center and its neighbors once bracketed; ints stop at adjacent values, floats at 1% of
-   the range); every other choice; a value that improved the objective from another point
-   (transfer), all such values at once (a pattern move) and pairs of changes that each
-   moved the objective (interactions). Plus 200 seeded random points of the whole space.
-   Local refinement goes first when the model's picks have stopped paying (three
-   evaluations without an improvement beyond the noise) or the last improvement was one
-   step: that step once more, then every untried one-knob neighbour of the best point
-   (adjacent ints, stepping over values whose candidates failed; 25% on ``log`` ints;
-   other choices), then pairs of the best one-step changes (pattern moves). When the
-   history has SPDL's per-stage statistics (``spdl.stage.<name>.busy_time``), a model per
-   stage proposes every stage's concurrency for the rate the unscalable stages allow
-   (``stages.py``).
+3. Candidates. First, while the history is only the starting point and its own design, a
+   space-filling initial design (``design.py``: a Latin hypercube of six points, centred in
+   the strata, log scale for ``log`` dimensions, the most spread of 32 seeded tries): with
+   one or two points the model would only send the search to the corners. Then local moves
+   around the three best points (the incumbent first unless another point beats it by more
+   than the noise): along one dimension at a time, a line search on the normalized scale (a
+   big first step toward the farther bound, twice the step further in a direction that
+   improved, bisection toward the vertex of the parabola through the center and its
+   neighbors once bracketed; ints stop at adjacent values, floats at 1% of the range); every
+   other choice; a value that improved the objective from another point (transfer), all such
+   values at once (a pattern move) and pairs of changes that each moved the objective
+   (interactions). Plus 200 seeded random points of the whole space. After an improvement
+   that moved one knob, the same step twice as far, as far, and one step go first (a pattern
+   move with expansion). Local refinement goes first when the model's picks have stopped
+   paying (three evaluations without an improvement beyond the noise): every untried
+   one-knob neighbour of the best point (adjacent ints, stepping over values whose
+   candidates failed; 25% on ``log`` ints; other choices), then pairs of the best one-step
+   changes (pattern moves). When the history has SPDL's per-stage statistics
+   (``spdl.stage.<name>.busy_time``), a model per stage proposes every stage's concurrency
+   for the rate the unscalable stages allow (``stages.py``).
 4. Model. A Gaussian process (Matern 5/2, one length scale per dimension fitted by
    likelihood, noise never below the run-to-run noise ``acceptance.min_effect``) predicts
    the objective at every candidate; the value of a candidate is its expected improvement
@@ -52,8 +56,9 @@ Compared with Optuna's TPE and random search on synthetic models of the SPDL exa
 in ``benchmarks/search_synthetic.py``, on the real loader in
 ``benchmarks/optimizer_efficiency.py``, and next to a constrained optimum in
 ``benchmarks/search_stall.py``. It is pure Python: a round over 60 measured points takes a
-fraction of a second. Modules: ``space`` (dimensions, points, moves), ``state`` (the history
-as points), ``moves`` (moves from one point), ``stages`` (per-stage concurrency),
+fraction of a second (the model caches the pairwise distances of a round's fit). Modules:
+``space`` (dimensions, points, moves), ``state`` (the history as points), ``design`` (the
+initial design), ``moves`` (moves from one point), ``stages`` (per-stage concurrency),
 ``model`` (the Gaussian process), ``engine`` (one round).
 """
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 
 from pytest_autopilot.config import ChoiceDimension, FloatDimension, IntDimension
+from pytest_autopilot.optimizers.search.design import DESIGN_SIZE, latin_hypercube
 from pytest_autopilot.optimizers.search.model import (
     distance2,
     expected_improvement,
@@ -100,15 +101,38 @@ class Search(Observations):
             if key not in self.seen and key not in pool:
                 move = Move(point, 0.0, RANDOM, "a point far from those tried")
                 pool[key] = (move, None)
-        chosen = [
+        chosen = [(move, centers[0]) for move in self._design(wanted, staged is not None)]
+        taken = {self.key(move.point) for move, _ in chosen}
+        rest = [entry for key, entry in pool.items() if key not in taken]
+        chosen += [
             (move, center or self._nearest(move.point, centers))
-            for move, center in self._choose(list(pool.values()), wanted, preferred)
+            for move, center in self._choose(rest, wanted - len(chosen), preferred)
         ]
         taken = {self.key(move.point) for move, _ in chosen}
         for point in self._remaining(wanted - len(chosen), taken):
             move = Move(point, 0.0, RANDOM, "one of the last points not tried")
             chosen.append((move, self._nearest(point, centers)))
         return chosen
+
+    def _design(self, wanted: int, directed: bool) -> list[Move]:
+        """The untried points of the initial space-filling design, while fewer than
+        ``1 + DESIGN_SIZE`` points are measured and all but the first are the design's; none
+        when a stage model (``directed``) or a bottleneck note says where to go, or the
+        history holds points from elsewhere (another optimizer, an earlier seed)."""
+        room = min(wanted, 1 + DESIGN_SIZE - len(self.seen))
+        if room <= 0 or directed or self.hinted:
+            return []
+        first = min(self.seen.values(), key=self.order)
+        design = latin_hypercube(self.axes, self.encoder, first.point, self.context.seed)
+        planned = {self.key(point) for point in design} | {self.key(first.point)}
+        if any(key not in planned for key in self.seen):
+            return []
+        fresh: dict[Key, Point] = {}
+        for point in design:
+            if self.key(point) not in self.seen:
+                fresh.setdefault(self.key(point), point)
+        why = "a point of the space-filling initial design"
+        return [Move(p, 0.0, RANDOM, why) for p in list(fresh.values())[:room]]
 
     def progress(self) -> tuple[int, Observed | None]:
         """Evaluations since the best value last improved beyond the noise, and the best
@@ -138,12 +162,12 @@ class Search(Observations):
         the same step again (a pattern move), then the untried one-step neighbours."""
         since, previous = self.progress()
         center = centers[0]
-        stepped = previous is not None and moves.one_step(previous, center)
-        if since < STALL_AFTER and not stepped:
-            return []
+        stepped = previous is not None and moves.one_knob(previous, center)
         found: list[Move] = []
         if previous is not None and stepped:
             found += moves.extrapolate(previous, center)
+        if since < STALL_AFTER:
+            return found
         return found + moves.refinement(center)
 
     def _centers(self) -> list[Observed]:
@@ -189,19 +213,21 @@ class Search(Observations):
         model = fit_model(xs, ys, self.encoder.groups, self.tol)
         candidates = [(move, center, self.encoder.encode(move.point)) for move, center in pool]
         incumbent = self.seen[self.key(self.incumbent_point)]
+        fixed = []
+        for move, center, _ in candidates:
+            origin = (center or incumbent).point
+            changed = {i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b}
+            fixed.append(
+                (bool(changed) and changed <= self.hinted, self.key(move.point) in preferred)
+            )
         chosen: list[tuple[Move, Observed | None]] = []
         for _ in range(min(count, len(candidates))):
-            best_mean = min(model.predict(x)[0] for x in xs)
+            best_mean = min(model.mean(x) for x in xs)
             scored = []
-            for index, (move, center, x) in enumerate(candidates):
+            for index, (move, _, x) in enumerate(candidates):
                 mean, sd = model.predict(x)
                 value = expected_improvement(best_mean, mean, sd)
-                origin = (center or incumbent).point
-                changed = {
-                    i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b
-                }
-                hinted = bool(changed) and changed <= self.hinted
-                tier = self.key(move.point) in preferred
+                hinted, tier = fixed[index]
                 scored.append(
                     (hinted, tier, value, move.gain, -self.rank.get(move.axis, 0), -index, mean)
                 )
@@ -211,6 +237,7 @@ class Search(Observations):
                 key=lambda k: scored[k][:6] if first else scored[k][1:6],
             )
             move, center, x = candidates.pop(top)
+            fixed.pop(top)
             mean = scored[top][6]
             reference = (center or incumbent).f
             if reference is not None and math.isfinite(reference):

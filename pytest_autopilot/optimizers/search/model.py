@@ -1,4 +1,9 @@
-"""The model: a Gaussian process on the normalized scale, in pure Python (tens of points)."""
+"""The model: a Gaussian process on the normalized scale, in pure Python (tens of points).
+
+Speed matters because the likelihood fit builds dozens of kernel matrices per round: the
+squared distances between the points are computed once per round and per group of columns
+(:class:`Distances`), so a kernel matrix for new length scales is a weighted sum of those,
+and a prediction works column by column over all training points at once."""
 
 from __future__ import annotations
 
@@ -11,6 +16,34 @@ LENGTH_SCALES = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 NOISE_RATIOS = (1e-4, 1e-3, 1e-2, 0.05, 0.2)
 FIT_MIN = 4
 """Below this many points the length scales keep their defaults: too little to fit."""
+
+
+@dataclass
+class Distances:
+    """Squared distances between the training points, per group of columns (lower triangle:
+    ``rows[g][i][j]`` for ``j <= i``), shared by every kernel matrix of a fit."""
+
+    groups: list[list[int]]
+    rows: list[list[list[float]]]
+
+    @classmethod
+    def of(cls, xs: Sequence[Sequence[float]], groups: Sequence[Sequence[int]]) -> Distances:
+        rows = [
+            [
+                [sum((a[c] - b[c]) ** 2 for c in group) for b in xs[: i + 1]]
+                for i, a in enumerate(xs)
+            ]
+            for group in groups
+        ]
+        return cls([list(g) for g in groups], rows)
+
+    def extend(self, x: Sequence[float], xs: Sequence[Sequence[float]]) -> Distances:
+        """The distances with one more point ``x`` (``xs`` are the current points)."""
+        rows = [
+            [*rows, [sum((x[c] - b[c]) ** 2 for c in group) for b in [*xs, x]]]
+            for group, rows in zip(self.groups, self.rows, strict=True)
+        ]
+        return Distances(self.groups, rows)
 
 
 @dataclass
@@ -27,6 +60,7 @@ class Model:
     """Length scale of each column."""
     noise: float
     """Noise variance as a fraction of the signal variance."""
+    distances: Distances | None = None
     chol: list[list[float]] = field(default_factory=list)
     alpha: list[float] = field(default_factory=list)
     signal: float = 1.0
@@ -34,13 +68,20 @@ class Model:
 
     def __post_init__(self) -> None:
         n = len(self.xs)
+        if self.distances is None:
+            groups = [[c] for c in range(len(self.scales))]
+            self.distances = Distances.of(self.xs, groups)
+        distances = self.distances
+        weights = [5.0 / self.scales[g[0]] ** 2 for g in distances.groups]
+        rows = []
+        for i in range(n):
+            r2 = [0.0] * (i + 1)
+            for w, group_rows in zip(weights, distances.rows, strict=True):
+                r2 = [r + w * d for r, d in zip(r2, group_rows[i], strict=True)]
+            rows.append(matern(r2))
         noise = self.noise
         for _ in range(6):
-            matrix = [
-                [self.kernel(a, b) + (noise if i == j else 0.0) for j, b in enumerate(self.xs)]
-                for i, a in enumerate(self.xs)
-            ]
-            chol = cholesky(matrix)
+            chol = cholesky(rows, noise)
             if chol is not None:
                 break
             noise = max(noise * 10, 1e-8)
@@ -51,26 +92,34 @@ class Model:
         self.signal = max(sum(y * a for y, a in zip(self.ys, self.alpha, strict=True)) / n, 1e-12)
         logdet = sum(math.log(chol[i][i]) for i in range(n))
         self.nll = 0.5 * n * math.log(self.signal) + logdet
+        self._columns = [list(column) for column in zip(*self.xs, strict=True)]
+        self._weights = [5.0 / ell**2 for ell in self.scales]
 
-    def kernel(self, a: Sequence[float], b: Sequence[float]) -> float:
-        r2 = 0.0
-        for x, y, ell in zip(a, b, self.scales, strict=True):
-            if x != y:
-                d = (x - y) / ell
-                r2 += d * d
-        r = math.sqrt(5.0 * r2)
-        return (1.0 + r + r * r / 3.0) * math.exp(-r)
+    def covariances(self, x: Sequence[float]) -> list[float]:
+        """The kernel between ``x`` and every training point."""
+        r2 = [0.0] * len(self.xs)
+        for value, w, column in zip(x, self._weights, self._columns, strict=True):
+            r2 = [r + w * (value - v) * (value - v) for r, v in zip(r2, column, strict=True)]
+        return matern(r2)
+
+    def mean(self, x: Sequence[float]) -> float:
+        k = self.covariances(x)
+        return self.offset + self.scale * float(sum(map(operator.mul, k, self.alpha)))
 
     def predict(self, x: Sequence[float]) -> tuple[float, float]:
         """Mean and standard deviation of the objective (not of a noisy measurement)."""
-        k = [self.kernel(x, b) for b in self.xs]
-        mean = sum(a * b for a, b in zip(k, self.alpha, strict=True))
+        k = self.covariances(x)
+        mean = sum(map(operator.mul, k, self.alpha))
         v = forward(self.chol, k)
-        var = self.signal * max(1e-12, 1.0 - sum(t * t for t in v))
+        var = self.signal * max(1e-12, 1.0 - sum(map(operator.mul, v, v)))
         return self.offset + self.scale * mean, self.scale * math.sqrt(var)
 
     def refit(self, xs: list[list[float]], ys: list[float]) -> Model:
-        """The same hyperparameters on other data (``ys`` in objective units)."""
+        """The same hyperparameters on other data (``ys`` in objective units); when ``xs``
+        extends the training points by one, the distances are extended, not recomputed."""
+        distances = None
+        if self.distances is not None and len(xs) == len(self.xs) + 1:
+            distances = self.distances.extend(xs[-1], self.xs)
         return Model(
             xs,
             [(y - self.offset) / self.scale for y in ys],
@@ -78,7 +127,14 @@ class Model:
             self.scale,
             self.scales,
             self.noise,
+            distances,
         )
+
+
+def matern(r2: list[float]) -> list[float]:
+    """The Matern-5/2 kernel of squared scaled distances already multiplied by 5."""
+    exp, sqrt = math.exp, math.sqrt
+    return [(1.0 + r + r * r / 3.0) * exp(-r) for r in map(sqrt, r2)]
 
 
 def fit_model(
@@ -93,13 +149,14 @@ def fit_model(
     floor = min(0.5, max(1e-6, (0.5 * tol / scale) ** 2))
     per_group = [1.0 if len(g) > 1 else 0.4 for g in groups]
     noise = max(floor, NOISE_RATIOS[1])
+    distances = Distances.of(xs, groups)
 
     def build(per: Sequence[float], noise: float) -> Model:
         columns = [0.0] * sum(len(g) for g in groups)
         for group, ell in zip(groups, per, strict=True):
             for c in group:
                 columns[c] = ell
-        return Model(xs, standard, offset, scale, columns, noise)
+        return Model(xs, standard, offset, scale, columns, noise, distances)
 
     best = build(per_group, noise)
     if len(xs) < FIT_MIN:
@@ -107,39 +164,41 @@ def fit_model(
     for _ in range(2):
         for g in range(len(groups)):
             for ell in LENGTH_SCALES:
+                if ell == per_group[g]:
+                    continue
                 trial = [*per_group[:g], ell, *per_group[g + 1 :]]
                 model = build(trial, noise)
                 if model.nll < best.nll - 1e-9:
                     best, per_group = model, trial
         for ratio in NOISE_RATIOS:
-            if ratio >= floor:
+            if ratio >= floor and ratio != noise:
                 model = build(per_group, ratio)
                 if model.nll < best.nll - 1e-9:
                     best, noise = model, ratio
     return best
 
 
-def cholesky(a: list[list[float]]) -> list[list[float]] | None:
-    n = len(a)
-    low = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        row = low[i]
-        for j in range(i + 1):
+def cholesky(rows: list[list[float]], jitter: float) -> list[list[float]] | None:
+    """The Cholesky factor of the symmetric matrix whose lower triangle is ``rows``, plus
+    ``jitter`` on the diagonal; ``None`` when it is not positive definite."""
+    low: list[list[float]] = []
+    for i, a in enumerate(rows):
+        row: list[float] = []
+        for j in range(i):
             other = low[j]
-            total = a[i][j] - sum(map(operator.mul, row[:j], other[:j]))
-            if i == j:
-                if total <= 0.0:
-                    return None
-                row[i] = math.sqrt(total)
-            else:
-                row[j] = total / other[j]
+            row.append((a[j] - sum(map(operator.mul, row, other))) / other[j])
+        total = a[i] + jitter - sum(map(operator.mul, row, row))
+        if total <= 0.0:
+            return None
+        row.append(math.sqrt(total))
+        low.append(row)
     return low
 
 
 def forward(low: list[list[float]], b: Sequence[float]) -> list[float]:
     out: list[float] = []
     for i, row in enumerate(low):
-        out.append((b[i] - sum(map(operator.mul, row[:i], out))) / row[i])
+        out.append((b[i] - sum(map(operator.mul, row, out))) / row[i])
     return out
 
 

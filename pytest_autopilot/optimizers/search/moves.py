@@ -397,28 +397,37 @@ class Moves:
             moves.append(Move(point, -(da + db), NEIGHBOUR, why))
         return moves
 
-    def one_step(self, before: Observed, after: Observed) -> bool:
-        """Whether ``after`` is a one-knob neighbour of ``before``."""
+    def one_knob(self, before: Observed, after: Observed) -> bool:
+        """Whether ``after`` differs from ``before`` in one numeric knob only."""
         pairs = zip(self.key(before.point), self.key(after.point), strict=True)
         changed = [i for i, (a, b) in enumerate(pairs) if a != b]
-        if len(changed) != 1:
-            return False
-        i = changed[0]
-        near = {self.axes[i].normalize(v) for v in self.neighbour_values(before, i)}
-        return self.axes[i].normalize(after.point[i]) in near
+        return len(changed) == 1 and self.axes[changed[0]].numeric
 
     def extrapolate(self, before: Observed, after: Observed) -> list[Move]:
-        """The step from ``before`` to ``after`` once more (over failed values), when untried."""
+        """The step from ``before`` to ``after`` that improved it, twice as far, as far, and
+        one step, in that order, when untried (a pattern move with expansion: a knob far
+        from its best value gets there in a few doublings, not one value at a time)."""
         pairs = zip(before.point, after.point, strict=True)
         i = next(i for i, (a, b) in enumerate(pairs) if a != b)
-        if not self.axes[i].numeric:
-            return []
-        origin, here = float(before.point[i]), float(after.point[i])  # type: ignore[arg-type]
-        moves = []
-        for value in self.neighbour_values(after, i):
+        axis = self.axes[i]
+        origin, here = axis.encode(before.point[i]), axis.encode(after.point[i])
+        side = 1 if here > origin else -1
+        values: list[Scalar] = []
+        for factor in (2.0, 1.0):
+            value = self._step(axis, after.point[i], here + factor * (here - origin), side)
+            if value is not None:
+                values.append(value)
+        values += [
+            v
+            for v in self.neighbour_values(after, i)
+            if (float(v) - float(after.point[i])) * side > 0  # type: ignore[arg-type]
+        ]
+        moves: list[Move] = []
+        for value in values:
             point = self._with(after.point, i, value)
-            ahead = (float(value) - here) * (here - origin) > 0  # type: ignore[arg-type]
-            if ahead and self.key(point) not in self.seen:
-                why = "the step that improved it, once more (pattern move)"
-                moves.append(Move(point, 0.0, i, why))
+            key = self.key(point)
+            if key in self.seen or any(self.key(m.point) == key for m in moves):
+                continue
+            why = "the step that improved it, further (pattern move)"
+            moves.append(Move(point, 0.0, i, why))
         return moves
