@@ -30,27 +30,20 @@ setup() {
   "$WORK/venv-with/bin/pip" download -q --no-deps --no-binary :all: \
     "pytest-benchmark==$BENCH_VERSION" "pytest-xdist==$XDIST_VERSION" -d "$WORK/sdist"
   (cd "$WORK/sdist" && for f in *.tar.gz; do tar xzf "$f"; done)
-  # Records one outcome per test (worst phase) through pytest's own status hook.
+  # Appends each phase's non-empty outcome as it happens (a run cut short still compares on
+  # the tests it reached); compare() keeps the worst phase of each test.
   cat > "$WORK/compat_outcomes.py" <<'PY'
 import os
-
-_seen = {}
-
-def pytest_runtest_logreport(report):
-    config = _config
-    category = config.hook.pytest_report_teststatus(report=report, config=config)[0]
-    if report.when == "call" or category not in ("", "passed"):
-        if _seen.get(report.nodeid, "passed") in ("", "passed"):
-            _seen[report.nodeid] = category or "passed"
 
 def pytest_configure(config):
     global _config
     _config = config
 
-def pytest_unconfigure(config):
-    with open(os.environ["COMPAT_OUTCOMES"], "w") as out:
-        for nodeid, category in sorted(_seen.items()):
-            out.write(f"{nodeid}\t{category}\n")
+def pytest_runtest_logreport(report):
+    category = _config.hook.pytest_report_teststatus(report=report, config=_config)[0]
+    if report.when == "call" or category not in ("", "passed"):
+        with open(os.environ["COMPAT_OUTCOMES"], "a") as out:
+            out.write(f"{report.nodeid}\t{category or 'passed'}\n")
 PY
 }
 
@@ -61,27 +54,36 @@ run() {
     xdist) src="$WORK/sdist/pytest_xdist-$XDIST_VERSION" ;;
   esac
   dir="$WORK/$suite-$tag"
-  rm -rf "$dir" "$WORK/bt-$suite-$tag" && cp -a "$src" "$dir"
+  rm -rf "$dir" "$WORK/bt-$suite-$tag" "$WORK/$suite-$tag.raw" && cp -a "$src" "$dir"
   local pp="$WORK" args=()
   if [ "$suite" = benchmark ]; then
     pp="$dir/tests:$WORK"              # tox.ini: PYTHONPATH={toxinidir}/tests, pytest -vv --ignore=src
     args=(-vv --ignore=src)
   fi
   (cd "$dir" && env -u PYTEST_ADDOPTS COLUMNS=80 PYTHONUNBUFFERED=yes PYTHONPATH="$pp" \
-     COMPAT_OUTCOMES="$WORK/$suite-$tag.tsv" \
+     COMPAT_OUTCOMES="$WORK/$suite-$tag.raw" \
      nice -n 10 "$WORK/venv-$tag/bin/python" -m pytest "${args[@]}" -p compat_outcomes \
      -p no:cacheprovider --basetemp="$WORK/bt-$suite-$tag" >"$WORK/$suite-$tag.log" 2>&1) || true
   tail -1 "$WORK/$suite-$tag.log"
 }
 
+worst() {  # one line per test: its first non-passed outcome, else passed
+  awk -F'\t' '!($1 in o) || o[$1] == "passed" { o[$1] = $2 } END { for (k in o) print k "\t" o[k] }' "$1" | sort
+}
+
 compare() {
   local rc=0
   for suite in benchmark xdist; do
+    for tag in with without; do worst "$WORK/$suite-$tag.raw" >"$WORK/$suite-$tag.tsv"; done
     echo "== $suite: $(wc -l <"$WORK/$suite-with.tsv") tests with, $(wc -l <"$WORK/$suite-without.tsv") without"
     for tag in with without; do
       echo "   $tag: $(cut -f2 "$WORK/$suite-$tag.tsv" | sort | uniq -c | tr -s ' ' | tr '\n' ',')"
     done
-    if diff <(sort "$WORK/$suite-without.tsv") <(sort "$WORK/$suite-with.tsv") >"$WORK/$suite.diff"; then
+    # A run cut short (deadline, kill) is compared on the tests both passes reached.
+    local both; both=$(comm -12 <(cut -f1 "$WORK/$suite-with.tsv") <(cut -f1 "$WORK/$suite-without.tsv") | wc -l)
+    echo "   reached by both passes: $both"
+    if diff <(join -t $'\t' <(cut -f1 "$WORK/$suite-with.tsv") "$WORK/$suite-without.tsv") \
+            <(join -t $'\t' <(cut -f1 "$WORK/$suite-without.tsv") "$WORK/$suite-with.tsv") >"$WORK/$suite.diff"; then
       echo "   identical"
     else
       echo "   differences (< without, > with):"; grep '^[<>]' "$WORK/$suite.diff"; rc=1
