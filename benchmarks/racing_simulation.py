@@ -17,7 +17,8 @@ the round's candidate (so the incumbent's consecutive sessions are free null pai
 side-by-side pairs while the race says "more". Printed per noise level and benchmark length:
 
 - A/A: no-op candidates kept (target <= 1% per candidate), and the share of runs of 100
-  no-ops that keep any (target <= 5%);
+  no-ops that keep any (target <= 5%); "A/A@5%": no-ops kept at a 5% level per candidate and
+  no ``min_effect``, a sharp check that the intervals are honest (must stay <= 5%);
 - power: the share of 2x, 25%, 10% and 5% wins kept (targets 100%, >= 99%, >= 90%, >= 50%
   quiet; 10% >= 80% loaded);
 - cost: mean measurements per candidate (a measurement is two sessions: with one candidate
@@ -82,11 +83,23 @@ class Machine:
 
 
 def loop_run(
-    rng: random.Random, noise: Noise, factor: float, rounds: int, candidates: int
+    rng: random.Random,
+    noise: Noise,
+    factor: float,
+    rounds: int,
+    candidates: int,
+    calibration: bool = False,
 ) -> list[racing.Decision]:
-    """One loop of ``candidates`` rounds, one candidate each, against an unchanged incumbent."""
+    """One loop of ``candidates`` rounds, one candidate each, against an unchanged incumbent.
+
+    ``calibration``: no ``min_effect`` and a 5% level per candidate, so that the rate at which
+    no-ops are kept checks the intervals themselves (it must stay <= 5%).
+    """
     machine = Machine(rng, noise)
-    racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
+    if calibration:
+        racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
+    else:
+        racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
     (first,) = machine.sessions([1.0], rounds)
     racer.observe_incumbent("inc", first)
     decisions = []
@@ -120,6 +133,8 @@ def cell(noise: Noise, rounds: int, seed: int, null_runs: int, win_runs: int) ->
         total += len(decisions)
         measurements += sum(d.measurements for d in decisions)
     row = [f"{kept}/{total}", f"{any_kept}/{null_runs}"]
+    calibrated = [d for _ in range(win_runs) for d in loop_run(rng, noise, 1.0, rounds, 40, True)]
+    row.append(f"{100 * sum(d.verdict == 'keep' for d in calibrated) / len(calibrated):.1f}%")
     for factor in WINS.values():
         decisions = [d for _ in range(win_runs) for d in loop_run(rng, noise, factor, rounds, 40)]
         row.append(f"{100 * sum(d.verdict == 'keep' for d in decisions) / len(decisions):.0f}%")
@@ -135,8 +150,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     null_runs, win_runs = (4, 2) if args.quick else (40, 10)
-    header = ["noise", "rounds", "A/A kept", "runs any", *WINS, "meas/cand"]
-    widths = [7, 7, 11, 9, 6, 6, 6, 6, 10]
+    header = ["noise", "rounds", "A/A kept", "runs any", "A/A@5%", *WINS, "meas/cand"]
+    widths = [7, 7, 11, 9, 8, 6, 6, 6, 6, 10]
     print("".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     started = time.perf_counter()
     for name, noise in (("quiet", QUIET), ("loaded", LOADED)):
@@ -144,7 +159,8 @@ def main() -> None:
             row = [name, str(rounds), *cell(noise, rounds, args.seed, null_runs, win_runs)]
             print("".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), flush=True)
     print(
-        f"({null_runs} runs of 100 no-ops and {win_runs} runs of 40 wins per size and cell, "
+        f"({null_runs} runs of 100 no-ops, {win_runs} runs of 40 calibration no-ops and of 40 "
+        "wins per size, per cell, "
         f"seed {args.seed}; {time.perf_counter() - started:.0f} s)"
     )
 

@@ -66,13 +66,46 @@ PRIOR_BETWEEN = 2 * 0.015**2
 PRIOR_DF = 6.0
 """How many observations the prior is worth; the run's own data outweighs it quickly."""
 
+ROUND_PRIOR_DF = 8.0
+"""Most df the run's pooled round-by-round scatter lends one pair's own (:meth:`NoisePool.moderated`)."""
+
 
 @dataclass(frozen=True)
 class Pair:
-    """One paired measurement: ``log(candidate / incumbent)`` and its within-session variance."""
+    """One paired measurement: ``log(candidate / incumbent)``, the variance of that estimate
+    that the sessions' own samples show (``within``), and its degrees of freedom."""
 
     log_ratio: float
     within: float
+    df: float = math.inf
+    rounds: int = 0
+    """How many round-by-round log-ratios it rests on (0: compared by medians, unpaired)."""
+
+
+TRIM = 0.2
+"""Share of the paired log-ratios trimmed from each end (Yuen's trimmed mean)."""
+
+
+def trimmed_location(values: Sequence[float]) -> tuple[float, float, float]:
+    """Yuen's trimmed mean of ``values``, the variance of that estimate, and its df.
+
+    ``k = floor(TRIM * n)`` values are cut from each end; the variance comes from the
+    winsorized values (the cut ones replaced by the nearest kept one),
+    ``(n - 1) * s_w^2 / (h * (h - 1))`` with ``h = n - 2k`` kept values and ``h - 1`` df: an
+    outlier neither moves the centre nor inflates the spread, and the df stay honest.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    k = int(TRIM * n)
+    h = n - 2 * k
+    kept = ordered[k : n - k]
+    centre = sum(kept) / h
+    if h < 2:
+        return centre, 0.0, math.inf
+    winsorized = [ordered[k]] * k + kept + [ordered[n - k - 1]] * k
+    mean_w = sum(winsorized) / n
+    s2 = sum((x - mean_w) ** 2 for x in winsorized) / (n - 1)
+    return centre, (n - 1) * s2 / (h * (h - 1)), h - 1.0
 
 
 def log_location(samples: Sequence[float]) -> tuple[float, float]:
@@ -101,37 +134,74 @@ def pair_metrics(incumbent: Metric | None, candidate: Metric | None) -> Pair | N
 def pair(incumbent: Metric, candidate: Metric) -> Pair | None:
     """The paired log-ratio of two sessions' metric; ``None`` when it has no meaning.
 
-    Samples give the location and its variance; a metric without samples counts as exact.
-    Non-positive values have no log-ratio.
+    Sessions with as many samples each (the same benchmark rounds, taken in turn by
+    :mod:`pytest_autopilot.lockstep`) are compared round by round: ``d_i = log(c_i / inc_i)``,
+    whose drift the two rounds share cancels; their trimmed mean is the estimate, their own
+    spread its within variance (:func:`trimmed_location`). Otherwise each side's median and
+    its variance (:func:`log_location`), with the smaller side's ``n - 1`` df; a metric
+    without samples counts as exact. Non-positive values have no log-ratio.
     """
     sides = []
     for metric in (incumbent, candidate):
         values = metric.samples or [metric.value]
         if not values or not all(math.isfinite(v) and v > 0.0 for v in values):
             return None
-        sides.append(log_location(values))
-    (inc, inc_var), (cand, cand_var) = sides
-    return Pair(cand - inc, inc_var + cand_var)
+        sides.append(values)
+    inc_values, cand_values = sides
+    if len(inc_values) == len(cand_values) >= 3:
+        d = [math.log(c) - math.log(i) for i, c in zip(inc_values, cand_values, strict=True)]
+        return Pair(*trimmed_location(d), rounds=len(d))
+    (inc, inc_var), (cand, cand_var) = log_location(inc_values), log_location(cand_values)
+    sampled = [len(v) for v in sides if len(v) > 1]
+    df = min(sampled) - 1.0 if sampled else math.inf
+    return Pair(cand - inc, inc_var + cand_var, df)
 
 
 @dataclass
 class NoisePool:
-    """The variance of one paired log-ratio, pooled over the whole run.
+    """The *between* part of a paired log-ratio's variance, pooled over the whole run.
 
-    Every observation adds a sum of squares with known mean and its degrees of freedom:
-    a pair of identical code adds ``d^2`` (1 df), a candidate's repeated pairs their spread
-    around their own mean (``k - 1`` df). Pooling the *total* variance, not a split into
-    within and between parts, matters with few samples per session: the within part that
-    five samples show is itself so noisy that trusting it per pair lets a lucky, tight pair
-    pass for a real change.
+    A pair's variance is its within part (what its sessions' samples show) plus a between
+    part no session can see from inside (process layout, the load of the moment). Every
+    observation with a known mean adds its squares *minus their expected within part*, and
+    its degrees of freedom: a pair of identical code adds ``d^2 - within`` (1 df), a
+    candidate's repeated pairs their spread around their own mean less ``(k - 1) / k`` of
+    their within parts (``k - 1`` df). A null pair of the incumbent's sessions from two
+    rounds also carries the drift between those rounds: that only overstates the between
+    part, it never hides it.
     """
 
-    squares: float = 0.0
+    excess: float = 0.0
     df: float = 0.0
+    round_squares: float = 0.0
+    """Per-round variance of paired log-ratios (``within * rounds``) times its df, summed."""
+    round_df: float = 0.0
+
+    def add_rounds(self, pairs: Sequence[Pair]) -> None:
+        """Decided pairs of lockstep sessions: how much their rounds scatter, pooled."""
+        for p in pairs:
+            if p.rounds and math.isfinite(p.df):
+                self.round_squares += p.within * p.rounds * p.df
+                self.round_df += p.df
+
+    def moderated(self, observed: Pair) -> tuple[float, float]:
+        """``observed``'s within variance and df, moderated by the run's pooled round scatter.
+
+        As in limma's moderated t (Smyth 2004): the pair's own estimate (``df`` from its
+        rounds) and the run's pooled one (worth at most :data:`ROUND_PRIOR_DF`) are averaged
+        by their df, and the result has their summed df. Five rounds alone give 2 df; with
+        the run's earlier pairs they give a usable interval.
+        """
+        if not observed.rounds or not math.isfinite(observed.df) or self.round_df <= 0.0:
+            return observed.within, observed.df
+        prior_df = min(self.round_df, ROUND_PRIOR_DF)
+        prior = self.round_squares / self.round_df / observed.rounds
+        df = observed.df + prior_df
+        return (observed.df * observed.within + prior_df * prior) / df, df
 
     def add_null(self, observed: Pair) -> None:
         """A pair of identical code (e.g. the incumbent measured twice): its mean is 0."""
-        self.squares += observed.log_ratio**2
+        self.excess += observed.log_ratio**2 - observed.within
         self.df += 1.0
 
     def add_replicates(self, pairs: Sequence[Pair]) -> None:
@@ -140,27 +210,52 @@ class NoisePool:
         if k < 2:
             return
         mean = sum(p.log_ratio for p in pairs) / k
-        self.squares += sum((p.log_ratio - mean) ** 2 for p in pairs)
+        spread = sum((p.log_ratio - mean) ** 2 for p in pairs)
+        self.excess += spread - (k - 1) / k * sum(p.within for p in pairs)
         self.df += k - 1.0
 
-    def variance(self, within: float) -> float:
-        """The pooled variance of one pair; ``within`` (what the samples show) sets the prior.
+    def between(self) -> float:
+        """The pooled between variance of one pair, never below zero.
 
-        The prior, ``within + PRIOR_BETWEEN`` worth :data:`PRIOR_DF` observations, is
-        outweighed as the run's own observations accumulate; the result never goes below
-        ``within``, what this candidate's own samples show.
+        The prior, :data:`PRIOR_BETWEEN` worth :data:`PRIOR_DF` observations, is outweighed
+        as the run's own observations accumulate.
         """
-        prior = within + PRIOR_BETWEEN
-        pooled = (PRIOR_DF * prior + self.squares) / (PRIOR_DF + self.df)
-        return max(pooled, within)
+        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.excess) / (PRIOR_DF + self.df)
+        return max(pooled, 0.0)
+
+    def variance(self, within: float) -> float:
+        """The variance of one pair whose sessions show ``within``."""
+        return within + self.between()
 
     @property
     def total_df(self) -> float:
         return PRIOR_DF + self.df
 
     def describe(self) -> str:
-        noise = math.sqrt(self.variance(0.0) / 2.0) * 100.0
-        return f"noise {noise:.1f}% per session (pooled from {self.df:g} repeated measurements)"
+        noise = math.sqrt(self.between() / 2.0) * 100.0
+        return (
+            f"noise {noise:.1f}% per session beyond what its samples show "
+            f"(pooled from {self.df:g} repeated measurements)"
+        )
+
+
+def combined(pairs: Sequence[Pair], pool: NoisePool) -> tuple[float, float, float]:
+    """Mean log-ratio of ``pairs``, its variance, and Welch-Satterthwaite degrees of freedom.
+
+    ``Var = sum(within_j) / k^2 + between / k``: each pair's own within variance with its own
+    df, the pooled between variance with the pool's. The df of the sum follow
+    Welch-Satterthwaite, ``Var^2 / sum(term^2 / df)``: a long benchmark whose between part is
+    small gets the many df of its rounds, a short one (5 rounds) or a run that has seen little
+    the few df of whichever term dominates, so its interval stays wide.
+    """
+    k = len(pairs)
+    mean = sum(p.log_ratio for p in pairs) / k
+    terms = [(w / (k * k), df) for w, df in map(pool.moderated, pairs)]
+    terms.append((pool.between() / k, pool.total_df))
+    variance = sum(v for v, _ in terms)
+    spread = sum(v * v / df for v, df in terms if v > 0.0 and math.isfinite(df))
+    df = variance * variance / spread if spread > 0.0 else math.inf
+    return mean, variance, round(max(1.0, min(df, 1e6)), 1)
 
 
 @dataclass(frozen=True)
@@ -219,15 +314,13 @@ def decide(
     k = len(pairs)
     if k == 0:
         raise ValueError("decide() needs at least one pair")
-    mean = sum(p.log_ratio for p in pairs) / k
-    within = sum(p.within for p in pairs) / k
-    variance = pool.variance(within)
-    se = math.sqrt(variance / k)
-    t_keep = t_quantile(1.0 - plan.alpha_look, pool.total_df)
-    t_drop = t_quantile(1.0 - FUTILITY, pool.total_df)
+    mean, variance, df = combined(pairs, pool)
+    se = math.sqrt(variance)
+    t_keep = t_quantile(1.0 - plan.alpha_look, df)
+    t_drop = t_quantile(1.0 - FUTILITY, df)
     gain = -mean if goal == "min" else mean
     need = -math.log1p(-min_effect) if goal == "min" else math.log1p(min_effect)
-    reachable = need + t_keep * math.sqrt(variance / plan.max_measurements)
+    reachable = need + t_keep * se * math.sqrt(k / plan.max_measurements)
     low, high = math.exp(mean - t_keep * se), math.exp(mean + t_keep * se)
     need_text = f"{min_effect * 100:g}%"
     if gain - t_keep * se > need:
@@ -336,6 +429,7 @@ class Racer:
         """A candidate is decided: its repeated pairs join the pooled noise."""
         self.decided += 1
         self.pool.add_replicates(pairs)
+        self.pool.add_rounds(pairs)
 
     def describe(self) -> str:
         return f"{self.plan.describe()}; {self.pool.describe()}"
