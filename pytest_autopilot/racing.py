@@ -16,11 +16,11 @@ The variance of a measurement is ``within + between``:
   df; the df add up), so five rounds (2 df alone) still give a usable interval;
 - *between*: how much two sessions of identical code differ beyond what their rounds show
   (process layout, slow load), invisible from inside a session. It is **estimated from the
-  run's own repeated measurements** (:class:`NoisePool`): null pairs (the incumbent measured in
-  two rounds) and a candidate's repeated pairs, each contributing its squares *less* their
-  expected within part, with a weak prior (:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF`
-  observations). A null pair spans two rounds and so also carries the drift between them: it
-  can only overstate the between part.
+  run's own repeated measurements** (:class:`NoisePool`): a candidate's repeated pairs
+  (lockstep, like the pairs judged) are the data; null pairs (the incumbent measured in two
+  rounds, which also carry the drift between those rounds, so they can only overstate it) with
+  a weak prior (:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF` observations) are their prior,
+  worth at most :data:`NULL_WEIGHT` observations.
 
 A candidate's ``k`` measurements are averaged; the variance of the mean is
 ``sum(within_j) / k^2 + between / k`` and its df come from Welch-Satterthwaite over those
@@ -76,6 +76,9 @@ PRIOR_BETWEEN = 2 * 0.015**2
 
 PRIOR_DF = 6.0
 """How many observations the prior is worth; the run's own data outweighs it quickly."""
+
+NULL_WEIGHT = 6.0
+"""Most observations the null pairs' between estimate is worth beside the replicates'."""
 
 ROUND_PRIOR_DF = 8.0
 """The df the run's pooled round scatter lends a pair's own (:meth:`NoisePool.moderated`)."""
@@ -174,16 +177,24 @@ class NoisePool:
 
     A pair's variance is its within part (what its sessions' samples show) plus a between
     part no session can see from inside (process layout, the load of the moment). Every
-    observation with a known mean adds its squares *minus their expected within part*, and
-    its degrees of freedom: a pair of identical code adds ``d^2 - within`` (1 df), a
-    candidate's repeated pairs their spread around their own mean less ``(k - 1) / k`` of
-    their within parts (``k - 1`` df). A null pair of the incumbent's sessions from two
-    rounds also carries the drift between those rounds: that only overstates the between
-    part, it never hides it.
+    observation with a known mean adds its squares *minus their expected within part*
+    (:meth:`moderated`), and its degrees of freedom:
+
+    - a candidate's repeated pairs, their spread around their own mean less ``(k - 1) / k`` of
+      their within parts (``k - 1`` df). Each is a lockstep pair, like the pairs it judges:
+      these are the data;
+    - a null pair (the incumbent's sessions of two rounds), ``d^2 - within`` (1 df). Its two
+      sessions ran minutes apart, so it also carries the drift between them: it overstates the
+      between part of a lockstep pair, never hides it. With the prior it is the replicates'
+      prior, worth at most :data:`NULL_WEIGHT` observations, so a run that has repeated few
+      candidates stays conservative and one that has repeated many learns the lockstep truth.
     """
 
-    excess: float = 0.0
-    df: float = 0.0
+    replicate_excess: float = 0.0
+    """Replicates' squares less their within parts: lockstep pairs, the between term itself."""
+    replicate_df: float = 0.0
+    null_excess: float = 0.0
+    null_df: float = 0.0
     round_squares: float = 0.0
     """Per-round variance of paired log-ratios (``within * rounds``) times its df, summed."""
     round_df: float = 0.0
@@ -215,9 +226,9 @@ class NoisePool:
 
     def add_null(self, observed: Pair) -> None:
         """A pair of identical code (e.g. the incumbent measured twice): its mean is 0."""
-        self.excess += observed.log_ratio**2 - observed.within
-        self.df += 1.0
         self.add_rounds([observed])
+        self.null_excess += observed.log_ratio**2 - self.moderated(observed)[0]
+        self.null_df += 1.0
 
     def add_replicates(self, pairs: Sequence[Pair]) -> None:
         """Repeated pairs of one candidate: their spread around their mean, ``k - 1`` df."""
@@ -226,16 +237,26 @@ class NoisePool:
             return
         mean = sum(p.log_ratio for p in pairs) / k
         spread = sum((p.log_ratio - mean) ** 2 for p in pairs)
-        self.excess += spread - (k - 1) / k * sum(p.within for p in pairs)
-        self.df += k - 1.0
+        self.replicate_excess += spread - (k - 1) / k * sum(self.moderated(p)[0] for p in pairs)
+        self.replicate_df += k - 1.0
+
+    def null_between(self) -> float:
+        """The between variance the null pairs show, with the prior: an upper estimate."""
+        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.null_excess) / (PRIOR_DF + self.null_df)
+        return max(pooled, 0.0)
+
+    @property
+    def null_weight(self) -> float:
+        return min(PRIOR_DF + self.null_df, NULL_WEIGHT)
 
     def between(self) -> float:
         """The pooled between variance of one pair, never below zero.
 
-        The prior, :data:`PRIOR_BETWEEN` worth :data:`PRIOR_DF` observations, is outweighed
-        as the run's own observations accumulate.
+        The lockstep replicates are the data; the null pairs' estimate, worth at most
+        :data:`NULL_WEIGHT` observations, is their prior.
         """
-        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.excess) / (PRIOR_DF + self.df)
+        w = self.null_weight
+        pooled = (w * self.null_between() + self.replicate_excess) / (w + self.replicate_df)
         return max(pooled, 0.0)
 
     def variance(self, within: float) -> float:
@@ -244,7 +265,22 @@ class NoisePool:
 
     @property
     def total_df(self) -> float:
-        return PRIOR_DF + self.df
+        """Degrees of freedom of :meth:`between`, from its variance (``2 B^2 / Var(B)``).
+
+        The null pairs' estimate brings its own df (it is precise, only biased upward), the
+        replicates theirs, each weighted as in :meth:`between`.
+        """
+        w, r = self.null_weight, self.replicate_df
+        b, nb = self.between(), self.null_between()
+        spread = (w * w * 2.0 * nb * nb / (PRIOR_DF + self.null_df) + 2.0 * r * b * b) / (
+            w + r
+        ) ** 2
+        return 2.0 * b * b / spread if spread > 0.0 else PRIOR_DF + self.null_df + r
+
+    @property
+    def df(self) -> float:
+        """Every repeated measurement the pool holds: null pairs and replicates."""
+        return self.null_df + self.replicate_df
 
     def describe(self) -> str:
         noise = math.sqrt(self.between() / 2.0) * 100.0
