@@ -175,3 +175,30 @@ def test_pairs_need_positive_values() -> None:
 )
 def test_t_quantile_matches_the_tables(p: float, df: float, expected: float) -> None:
     assert racing.t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_lockstep_replicates_outweigh_null_pairs_that_span_two_rounds() -> None:
+    """Null pairs run minutes apart overstate the between part; the replicates, lockstep like
+    the pairs judged, are the data and pull the estimate down to what they show."""
+    rng = random.Random(5)
+    pool = racing.NoisePool()
+    for _ in range(40):
+        pool.add_null(racing.Pair(rng.gauss(0.0, 0.04), 0.0))
+    assert pool.between() == pytest.approx(0.04**2, rel=0.4)
+    for _ in range(60):
+        pool.add_replicates([racing.Pair(rng.gauss(0.0, 0.01), 0.0) for _ in range(3)])
+    assert 0.01**2 < pool.between() < 2.5 * 0.01**2  # the nulls' prior: 6 of 126 df
+    assert pool.total_df > 60
+
+
+def test_welch_satterthwaite_df_follow_the_term_that_dominates() -> None:
+    """A pair's own rounds give few df; when the pooled between part dominates the interval
+    gets the pool's df, and when the pair's own scatter dominates, about its own."""
+    pool = racing.NoisePool()
+    for _ in range(200):
+        pool.add_replicates([racing.Pair(0.01, 0.0), racing.Pair(-0.01, 0.0)])
+    small = racing.Pair(0.0, 1e-6, df=2.0, rounds=5)
+    large = racing.Pair(0.0, 1e-2, df=2.0, rounds=5)
+    assert racing.combined([small], pool)[2] > 100
+    assert racing.combined([large], pool)[2] == pytest.approx(2.0, abs=0.5)
+    assert racing.combined([large, large, large], pool)[2] > 5
