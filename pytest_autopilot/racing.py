@@ -35,9 +35,8 @@ The decision is a race (:func:`decide`), run after each measurement:
 - **keep** when the lower confidence bound of the gain exceeds ``min_effect``;
 - **drop** when even an optimistic (95%) upper bound of the gain stays below what the keep
   bound could still be at the last allowed measurement, with the df that look would have
-  (futility): a clear loser or a no-op
-  is decided by its first measurement, and a real win is dropped this way at most about 5%
-  of the time;
+  (futility): a clear loser or a no-op is decided by its first measurement, and a real win is
+  dropped this way at most about 5% of the time;
 - otherwise measure again, up to :data:`MAX_MEASUREMENTS`; still undecided then: drop, as
   "cannot tell".
 
@@ -49,8 +48,13 @@ removes chances to keep, so it never raises that bound. Over a whole run the bud
 ``1 - confidence`` is split evenly over the candidates the run's budget allows
 (``rounds * candidates``), so the probability that a run of no-ops keeps anything is at most
 ``1 - confidence`` (the expected number of false keeps, :meth:`RacePlan.expected_false_keeps`,
-bounds it). An effect far beyond every noise the run has seen crosses the keep bound at the
-first measurement, however few samples the sessions have.
+bounds it). These bounds are only as good as each look's interval: what keeps that honest is
+that the between part is never learnt from anything that understates it (null pairs can only
+overstate it, and are the replicates' prior), the within part carries its own df into
+Welch-Satterthwaite, and the pooled round scatter that moderates it counts for a fixed
+:data:`ROUND_PRIOR_DF`, not for everything the run has pooled. An effect far beyond every
+noise the run has seen crosses the keep bound at the first measurement, however few samples
+the sessions have.
 
 Pure Python and deterministic.
 """
