@@ -1,32 +1,42 @@
 """Sequential, paired decisions for the loop: keep real wins, never keep noise, measure little.
 
 One *measurement* of a candidate is a pair of sessions run side by side: the candidate's and a
-fresh one of the incumbent (their timing tests take turns under the machine-wide timing lock,
-so load, CPU frequency and heat hit both alike). Its result is one paired log-ratio
-``d = log(candidate location / incumbent location)`` (the location is the median of a session's
-samples), and the question is the mean of ``d`` over a candidate's measurements.
+fresh one of the incumbent, whose benchmark rounds take turns (:mod:`pytest_autopilot.lockstep`),
+so round ``i`` of both is adjacent in time and shares its load, CPU frequency and heat. When both
+sessions have as many samples, the measurement is the round-by-round log-ratio
+``d_i = log(c_i / inc_i)``: its location is Yuen's 20% trimmed mean of the ``d_i`` and its
+*within* variance comes from their own (winsorized) spread, with ``h - 1`` df (``h`` kept
+rounds). The shared drift cancels in each ``d_i``; an outlier round is trimmed. Sessions with
+different counts fall back to each side's median and its MAD-based variance.
 
-How sure a set of pairs is comes from two parts of the variance of one ``d``:
+The variance of a measurement is ``within + between``:
 
-- *within*: what each session's own samples show about its median (``pi/2 * sd^2 / n`` per
-  side, the sd from the median absolute deviation, so an outlier does not inflate it);
-- *between*: how much two sessions of identical code differ beyond that (process layout, the
-  load of the moment). It is invisible from inside a session.
+- *within*: what the rounds show, moderated as in limma's moderated t by the run's pooled round
+  scatter once the run has pooled :data:`ROUND_PRIOR_DF` df of it (both are averaged by their
+  df; the df add up), so five rounds (2 df alone) still give a usable interval;
+- *between*: how much two sessions of identical code differ beyond what their rounds show
+  (process layout, slow load), invisible from inside a session. It is **estimated from the
+  run's own repeated measurements** (:class:`NoisePool`): a candidate's repeated pairs
+  (lockstep, like the pairs judged) are the data; null pairs (the incumbent measured in two
+  rounds, which also carry the drift between those rounds, so they can only overstate it) with
+  a weak prior (:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF` observations) are their prior,
+  worth at most :data:`NULL_WEIGHT` observations.
 
-The total is **estimated from the run's own repeated measurements**, pooled across rounds and
-candidates (:class:`NoisePool`): pairs of identical code (the incumbent measured twice) and
-the spread of a candidate's repeated pairs. A weak prior (the within part plus
-:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF` observations) stands in before the run has shown
-anything and is outweighed as data accumulates. The interval uses Student's t with the pooled
-degrees of freedom, so few observations give wide intervals, never falsely narrow ones.
+A candidate's ``k`` measurements are averaged; the variance of the mean is
+``sum(within_j) / k^2 + between / k`` and its df come from Welch-Satterthwaite over those
+terms (each within with its own df, the between with the pool's): a long benchmark with a
+small between part gets a tight interval at once, a short one keeps the few df of the term that
+dominates. The interval uses Student's t with those df: few observations give wide intervals,
+never falsely narrow ones. The seeded simulations of ``benchmarks/racing_simulation.py`` check
+it: at a 5% level per candidate and no ``min_effect``, no-ops are kept at most 5% of the time.
 
 The decision is a race (:func:`decide`), run after each measurement:
 
 - **keep** when the lower confidence bound of the gain exceeds ``min_effect``;
 - **drop** when even an optimistic (95%) upper bound of the gain stays below what the keep
-  bound could still be at the last allowed measurement (futility): a clear loser or a no-op
-  is decided by its first measurement, and a real win is dropped this way at most about 5%
-  of the time;
+  bound could still be at the last allowed measurement, with the df that look would have
+  (futility): a clear loser or a no-op is decided by its first measurement, and a real win is
+  dropped this way at most about 5% of the time;
 - otherwise measure again, up to :data:`MAX_MEASUREMENTS`; still undecided then: drop, as
   "cannot tell".
 
@@ -38,8 +48,13 @@ removes chances to keep, so it never raises that bound. Over a whole run the bud
 ``1 - confidence`` is split evenly over the candidates the run's budget allows
 (``rounds * candidates``), so the probability that a run of no-ops keeps anything is at most
 ``1 - confidence`` (the expected number of false keeps, :meth:`RacePlan.expected_false_keeps`,
-bounds it). An effect far beyond every noise the run has seen crosses the keep bound at the
-first measurement, however few samples the sessions have.
+bounds it). These bounds are only as good as each look's interval: what keeps that honest is
+that the between part is never learnt from anything that understates it (null pairs can only
+overstate it, and are the replicates' prior), the within part carries its own df into
+Welch-Satterthwaite, and the pooled round scatter that moderates it counts for a fixed
+:data:`ROUND_PRIOR_DF`, not for everything the run has pooled. An effect far beyond every
+noise the run has seen crosses the keep bound at the first measurement, however few samples
+the sessions have.
 
 Pure Python and deterministic.
 """
@@ -66,13 +81,49 @@ PRIOR_BETWEEN = 2 * 0.015**2
 PRIOR_DF = 6.0
 """How many observations the prior is worth; the run's own data outweighs it quickly."""
 
+NULL_WEIGHT = 6.0
+"""Most observations the null pairs' between estimate is worth beside the replicates'."""
+
+ROUND_PRIOR_DF = 8.0
+"""The df the run's pooled round scatter lends a pair's own (:meth:`NoisePool.moderated`)."""
+
 
 @dataclass(frozen=True)
 class Pair:
-    """One paired measurement: ``log(candidate / incumbent)`` and its within-session variance."""
+    """One paired measurement: ``log(candidate / incumbent)``, the variance of that estimate
+    that the sessions' own samples show (``within``), and its degrees of freedom."""
 
     log_ratio: float
     within: float
+    df: float = math.inf
+    rounds: int = 0
+    """How many round-by-round log-ratios it rests on (0: compared by medians, unpaired)."""
+
+
+TRIM = 0.2
+"""Share of the paired log-ratios trimmed from each end (Yuen's trimmed mean)."""
+
+
+def trimmed_location(values: Sequence[float]) -> tuple[float, float, float]:
+    """Yuen's trimmed mean of ``values``, the variance of that estimate, and its df.
+
+    ``k = floor(TRIM * n)`` values are cut from each end; the variance comes from the
+    winsorized values (the cut ones replaced by the nearest kept one),
+    ``(n - 1) * s_w^2 / (h * (h - 1))`` with ``h = n - 2k`` kept values and ``h - 1`` df: an
+    outlier neither moves the centre nor inflates the spread, and the df stay honest.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    k = int(TRIM * n)
+    h = n - 2 * k
+    kept = ordered[k : n - k]
+    centre = sum(kept) / h
+    if h < 2:
+        return centre, 0.0, math.inf
+    winsorized = [ordered[k]] * k + kept + [ordered[n - k - 1]] * k
+    mean_w = sum(winsorized) / n
+    s2 = sum((x - mean_w) ** 2 for x in winsorized) / (n - 1)
+    return centre, (n - 1) * s2 / (h * (h - 1)), h - 1.0
 
 
 def log_location(samples: Sequence[float]) -> tuple[float, float]:
@@ -101,38 +152,87 @@ def pair_metrics(incumbent: Metric | None, candidate: Metric | None) -> Pair | N
 def pair(incumbent: Metric, candidate: Metric) -> Pair | None:
     """The paired log-ratio of two sessions' metric; ``None`` when it has no meaning.
 
-    Samples give the location and its variance; a metric without samples counts as exact.
-    Non-positive values have no log-ratio.
+    Sessions with as many samples each (the same benchmark rounds, taken in turn by
+    :mod:`pytest_autopilot.lockstep`) are compared round by round: ``d_i = log(c_i / inc_i)``,
+    whose drift the two rounds share cancels; their trimmed mean is the estimate, their own
+    spread its within variance (:func:`trimmed_location`). Otherwise each side's median and
+    its variance (:func:`log_location`), with the smaller side's ``n - 1`` df; a metric
+    without samples counts as exact. Non-positive values have no log-ratio.
     """
     sides = []
     for metric in (incumbent, candidate):
         values = metric.samples or [metric.value]
         if not values or not all(math.isfinite(v) and v > 0.0 for v in values):
             return None
-        sides.append(log_location(values))
-    (inc, inc_var), (cand, cand_var) = sides
-    return Pair(cand - inc, inc_var + cand_var)
+        sides.append(values)
+    inc_values, cand_values = sides
+    if len(inc_values) == len(cand_values) >= 3:
+        d = [math.log(c) - math.log(i) for i, c in zip(inc_values, cand_values, strict=True)]
+        return Pair(*trimmed_location(d), rounds=len(d))
+    (inc, inc_var), (cand, cand_var) = log_location(inc_values), log_location(cand_values)
+    sampled = [len(v) for v in sides if len(v) > 1]
+    df = min(sampled) - 1.0 if sampled else math.inf
+    return Pair(cand - inc, inc_var + cand_var, df)
 
 
 @dataclass
 class NoisePool:
-    """The variance of one paired log-ratio, pooled over the whole run.
+    """The *between* part of a paired log-ratio's variance, pooled over the whole run.
 
-    Every observation adds a sum of squares with known mean and its degrees of freedom:
-    a pair of identical code adds ``d^2`` (1 df), a candidate's repeated pairs their spread
-    around their own mean (``k - 1`` df). Pooling the *total* variance, not a split into
-    within and between parts, matters with few samples per session: the within part that
-    five samples show is itself so noisy that trusting it per pair lets a lucky, tight pair
-    pass for a real change.
+    A pair's variance is its within part (what its sessions' samples show) plus a between
+    part no session can see from inside (process layout, the load of the moment). Every
+    observation with a known mean adds its squares *minus their expected within part*
+    (:meth:`moderated`), and its degrees of freedom:
+
+    - a candidate's repeated pairs, their spread around their own mean less ``(k - 1) / k`` of
+      their within parts (``k - 1`` df). Each is a lockstep pair, like the pairs it judges:
+      these are the data;
+    - a null pair (the incumbent's sessions of two rounds), ``d^2 - within`` (1 df). Its two
+      sessions ran minutes apart, so it also carries the drift between them: it overstates the
+      between part of a lockstep pair, never hides it. With the prior it is the replicates'
+      prior, worth at most :data:`NULL_WEIGHT` observations, so a run that has repeated few
+      candidates stays conservative and one that has repeated many learns the lockstep truth.
     """
 
-    squares: float = 0.0
-    df: float = 0.0
+    replicate_excess: float = 0.0
+    """Replicates' squares less their within parts: lockstep pairs, the between term itself."""
+    replicate_df: float = 0.0
+    null_excess: float = 0.0
+    null_df: float = 0.0
+    round_squares: float = 0.0
+    """Per-round variance of paired log-ratios (``within * rounds``) times its df, summed."""
+    round_df: float = 0.0
+
+    def add_rounds(self, pairs: Sequence[Pair]) -> None:
+        """How much the rounds of paired sessions scatter, pooled: decided candidates' pairs
+        and null pairs (whose sessions, from two rounds, scatter more: that only overstates)."""
+        for p in pairs:
+            if p.rounds and math.isfinite(p.df):
+                self.round_squares += p.within * p.rounds * p.df
+                self.round_df += p.df
+
+    def moderated(self, observed: Pair) -> tuple[float, float]:
+        """``observed``'s within variance and df, moderated by the run's pooled round scatter.
+
+        As in limma's moderated t (Smyth 2004): the pair's own estimate (``df`` from its
+        rounds) and the run's pooled one (worth :data:`ROUND_PRIOR_DF`, once the run has pooled
+        that many) are averaged by their df, and the result has their summed df. Five rounds
+        alone give 2 df; with the run's earlier pairs they give a usable interval.
+        """
+        if not observed.rounds or not math.isfinite(observed.df):
+            return observed.within, observed.df
+        if self.round_df < ROUND_PRIOR_DF:
+            return observed.within, observed.df
+        prior_df = ROUND_PRIOR_DF
+        prior = self.round_squares / self.round_df / observed.rounds
+        df = observed.df + prior_df
+        return (observed.df * observed.within + prior_df * prior) / df, df
 
     def add_null(self, observed: Pair) -> None:
         """A pair of identical code (e.g. the incumbent measured twice): its mean is 0."""
-        self.squares += observed.log_ratio**2
-        self.df += 1.0
+        self.add_rounds([observed])
+        self.null_excess += observed.log_ratio**2 - self.moderated(observed)[0]
+        self.null_df += 1.0
 
     def add_replicates(self, pairs: Sequence[Pair]) -> None:
         """Repeated pairs of one candidate: their spread around their mean, ``k - 1`` df."""
@@ -140,27 +240,77 @@ class NoisePool:
         if k < 2:
             return
         mean = sum(p.log_ratio for p in pairs) / k
-        self.squares += sum((p.log_ratio - mean) ** 2 for p in pairs)
-        self.df += k - 1.0
+        spread = sum((p.log_ratio - mean) ** 2 for p in pairs)
+        self.replicate_excess += spread - (k - 1) / k * sum(self.moderated(p)[0] for p in pairs)
+        self.replicate_df += k - 1.0
+
+    def null_between(self) -> float:
+        """The between variance the null pairs show, with the prior: an upper estimate."""
+        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.null_excess) / (PRIOR_DF + self.null_df)
+        return max(pooled, 0.0)
+
+    @property
+    def null_weight(self) -> float:
+        return min(PRIOR_DF + self.null_df, NULL_WEIGHT)
+
+    def between(self) -> float:
+        """The pooled between variance of one pair, never below zero.
+
+        The lockstep replicates are the data; the null pairs' estimate, worth at most
+        :data:`NULL_WEIGHT` observations, is their prior.
+        """
+        w = self.null_weight
+        pooled = (w * self.null_between() + self.replicate_excess) / (w + self.replicate_df)
+        return max(pooled, 0.0)
 
     def variance(self, within: float) -> float:
-        """The pooled variance of one pair; ``within`` (what the samples show) sets the prior.
-
-        The prior, ``within + PRIOR_BETWEEN`` worth :data:`PRIOR_DF` observations, is
-        outweighed as the run's own observations accumulate; the result never goes below
-        ``within``, what this candidate's own samples show.
-        """
-        prior = within + PRIOR_BETWEEN
-        pooled = (PRIOR_DF * prior + self.squares) / (PRIOR_DF + self.df)
-        return max(pooled, within)
+        """The variance of one pair whose sessions show ``within``."""
+        return within + self.between()
 
     @property
     def total_df(self) -> float:
-        return PRIOR_DF + self.df
+        """Degrees of freedom of :meth:`between`, from its variance (``2 B^2 / Var(B)``).
+
+        The null pairs' estimate brings its own df (it is precise, only biased upward), the
+        replicates theirs, each weighted as in :meth:`between`.
+        """
+        w, r = self.null_weight, self.replicate_df
+        b, nb = self.between(), self.null_between()
+        spread = (w * w * 2.0 * nb * nb / (PRIOR_DF + self.null_df) + 2.0 * r * b * b) / (
+            w + r
+        ) ** 2
+        return 2.0 * b * b / spread if spread > 0.0 else PRIOR_DF + self.null_df + r
+
+    @property
+    def df(self) -> float:
+        """Every repeated measurement the pool holds: null pairs and replicates."""
+        return self.null_df + self.replicate_df
 
     def describe(self) -> str:
-        noise = math.sqrt(self.variance(0.0) / 2.0) * 100.0
-        return f"noise {noise:.1f}% per session (pooled from {self.df:g} repeated measurements)"
+        noise = math.sqrt(self.between() / 2.0) * 100.0
+        return (
+            f"noise {noise:.1f}% per session beyond what its samples show "
+            f"(pooled from {self.df:g} repeated measurements)"
+        )
+
+
+def combined(pairs: Sequence[Pair], pool: NoisePool) -> tuple[float, float, float]:
+    """Mean log-ratio of ``pairs``, its variance, and Welch-Satterthwaite degrees of freedom.
+
+    ``Var = sum(within_j) / k^2 + between / k``: each pair's own within variance with its own
+    df, the pooled between variance with the pool's. The df of the sum follow
+    Welch-Satterthwaite, ``Var^2 / sum(term^2 / df)``: a long benchmark whose between part is
+    small gets the many df of its rounds, a short one (5 rounds) or a run that has seen little
+    the few df of whichever term dominates, so its interval stays wide.
+    """
+    k = len(pairs)
+    mean = sum(p.log_ratio for p in pairs) / k
+    terms = [(w / (k * k), df) for w, df in map(pool.moderated, pairs)]
+    terms.append((pool.between() / k, pool.total_df))
+    variance = sum(v for v, _ in terms)
+    spread = sum(v * v / df for v, df in terms if v > 0.0 and math.isfinite(df))
+    df = variance * variance / spread if spread > 0.0 else math.inf
+    return mean, variance, round(max(1.0, min(df, 1e6)), 1)
 
 
 @dataclass(frozen=True)
@@ -219,15 +369,14 @@ def decide(
     k = len(pairs)
     if k == 0:
         raise ValueError("decide() needs at least one pair")
-    mean = sum(p.log_ratio for p in pairs) / k
-    within = sum(p.within for p in pairs) / k
-    variance = pool.variance(within)
-    se = math.sqrt(variance / k)
-    t_keep = t_quantile(1.0 - plan.alpha_look, pool.total_df)
-    t_drop = t_quantile(1.0 - FUTILITY, pool.total_df)
+    mean, variance, df = combined(pairs, pool)
+    se = math.sqrt(variance)
+    t_keep = t_quantile(1.0 - plan.alpha_look, df)
+    t_drop = t_quantile(1.0 - FUTILITY, df)
     gain = -mean if goal == "min" else mean
     need = -math.log1p(-min_effect) if goal == "min" else math.log1p(min_effect)
-    reachable = need + t_keep * math.sqrt(variance / plan.max_measurements)
+    t_last = t_quantile(1.0 - plan.alpha_look, round(df * plan.max_measurements / k, 1))
+    reachable = need + t_last * se * math.sqrt(k / plan.max_measurements)
     low, high = math.exp(mean - t_keep * se), math.exp(mean + t_keep * se)
     need_text = f"{min_effect * 100:g}%"
     if gain - t_keep * se > need:
@@ -336,6 +485,7 @@ class Racer:
         """A candidate is decided: its repeated pairs join the pooled noise."""
         self.decided += 1
         self.pool.add_replicates(pairs)
+        self.pool.add_rounds(pairs)
 
     def describe(self) -> str:
         return f"{self.plan.describe()}; {self.pool.describe()}"

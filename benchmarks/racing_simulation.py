@@ -1,0 +1,169 @@
+"""The race (:mod:`pytest_autopilot.racing`) on seeded simulations of lockstep sessions.
+
+No pytest session is started: each measurement is two simulated sessions whose benchmark
+rounds alternate (incumbent round 1, candidate round 1, incumbent round 2, ...), as
+:mod:`pytest_autopilot.lockstep` runs them. What the simulated machine does to a round:
+
+- a *drift* (load, CPU frequency, heat): an AR(1) process advanced at every round of every
+  session, so adjacent rounds of the two sessions share most of it, and it carries over from
+  one measurement to the next (sessions run minutes apart see different levels);
+- a per-session *offset* (process layout, address-space randomization), invisible from inside
+  a session, and a slow per-session AR(1) *wander* that pairing does not cancel;
+- Gaussian jitter, and heavy-tailed outliers (a GC pause, a context switch: ``x * (1 + E)``
+  with ``E`` exponential).
+
+Each run is what the loop does with one candidate per round: the incumbent re-measured beside
+the round's candidate (so the incumbent's consecutive sessions are free null pairs), more
+side-by-side pairs while the race says "more". Printed per noise level and benchmark length:
+
+- A/A: no-op candidates kept (target <= 1% per candidate), and the share of runs of 100
+  no-ops that keep any (target <= 5%); "A/A@5%": no-ops kept at a 5% level per candidate and
+  no ``min_effect``, a sharp check that the intervals are honest (must stay <= 5%);
+- power: the share of 2x, 25%, 10% and 5% wins kept (targets 100%, >= 99%, >= 90%, >= 50%
+  quiet; 10% >= 80% loaded);
+- cost: mean measurements per candidate (a measurement is two sessions: with one candidate
+  per round, ``2 * m`` child sessions per candidate).
+
+Usage: ``python benchmarks/racing_simulation.py [--quick] [--seed N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass
+from statistics import median
+
+from pytest_autopilot import racing
+from pytest_autopilot.results import Metric
+
+
+@dataclass(frozen=True)
+class Noise:
+    jitter: float
+    offset: float
+    drift: float
+    wander: float
+    outliers: float
+    ar: float = 0.9
+    wander_ar: float = 0.8
+
+
+QUIET = Noise(jitter=0.02, offset=0.01, drift=0.03, wander=0.005, outliers=0.03)
+LOADED = Noise(jitter=0.06, offset=0.02, drift=0.15, wander=0.015, outliers=0.08)
+
+
+class Machine:
+    """A simulated machine whose drift carries over from one pair of sessions to the next."""
+
+    def __init__(self, rng: random.Random, noise: Noise) -> None:
+        self.rng = rng
+        self.noise = noise
+        self.level = rng.gauss(0.0, noise.drift)
+
+    def sessions(self, factors: list[float], rounds: int) -> list[Metric]:
+        rng, n = self.rng, self.noise
+        offsets = [rng.gauss(0.0, n.offset) for _ in factors]
+        wander = [rng.gauss(0.0, n.wander) for _ in factors]
+        samples: list[list[float]] = [[] for _ in factors]
+        step = math.sqrt(1.0 - n.ar * n.ar)
+        wstep = math.sqrt(1.0 - n.wander_ar * n.wander_ar)
+        for _ in range(rounds):
+            for i, factor in enumerate(factors):
+                self.level = n.ar * self.level + step * rng.gauss(0.0, n.drift)
+                wander[i] = n.wander_ar * wander[i] + wstep * rng.gauss(0.0, n.wander)
+                noise = offsets[i] + self.level + wander[i] + rng.gauss(0.0, n.jitter)
+                x = 0.01 * factor * math.exp(noise)
+                if rng.random() < n.outliers:
+                    x *= 1.0 + rng.expovariate(1.0)
+                samples[i].append(x)
+        return [Metric("t", median(s), samples=s) for s in samples]
+
+
+def loop_run(
+    rng: random.Random,
+    noise: Noise,
+    factor: float,
+    rounds: int,
+    candidates: int,
+    calibration: bool = False,
+) -> list[racing.Decision]:
+    """One loop of ``candidates`` rounds, one candidate each, against an unchanged incumbent.
+
+    ``calibration``: no ``min_effect`` and a 5% level per candidate, so that the rate at which
+    no-ops are kept checks the intervals themselves (it must stay <= 5%).
+    """
+    machine = Machine(rng, noise)
+    if calibration:
+        racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
+    else:
+        racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
+    (first,) = machine.sessions([1.0], rounds)
+    racer.observe_incumbent("inc", first)
+    decisions = []
+    for _ in range(candidates):
+        pairs: list[racing.Pair] = []
+        while True:
+            incumbent, candidate = machine.sessions([1.0, factor], rounds)
+            racer.observe_incumbent("inc", incumbent)
+            observed = racing.pair(incumbent, candidate)
+            assert observed is not None
+            pairs.append(observed)
+            decision = racer.decide(pairs)
+            if decision.verdict != "more":
+                racer.finished(pairs)
+                decisions.append(decision)
+                break
+    return decisions
+
+
+WINS = {"2x": 0.5, "25%": 0.8, "10%": 1 / 1.1, "5%": 1 / 1.05}
+
+
+def cell(noise: Noise, rounds: int, seed: int, null_runs: int, win_runs: int) -> list[str]:
+    rng = random.Random(seed)
+    kept, total, any_kept, measurements = 0, 0, 0, 0
+    for _ in range(null_runs):
+        decisions = loop_run(rng, noise, 1.0, rounds, 100)
+        hits = sum(d.verdict == "keep" for d in decisions)
+        kept += hits
+        any_kept += hits > 0
+        total += len(decisions)
+        measurements += sum(d.measurements for d in decisions)
+    row = [f"{kept}/{total}", f"{any_kept}/{null_runs}"]
+    calibrated = [d for _ in range(win_runs) for d in loop_run(rng, noise, 1.0, rounds, 40, True)]
+    row.append(f"{100 * sum(d.verdict == 'keep' for d in calibrated) / len(calibrated):.1f}%")
+    for factor in WINS.values():
+        decisions = [d for _ in range(win_runs) for d in loop_run(rng, noise, factor, rounds, 40)]
+        row.append(f"{100 * sum(d.verdict == 'keep' for d in decisions) / len(decisions):.0f}%")
+        measurements += sum(d.measurements for d in decisions)
+        total += len(decisions)
+    row.append(f"{measurements / total:.2f}")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs per cell")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    null_runs, win_runs = (4, 2) if args.quick else (40, 10)
+    header = ["noise", "rounds", "A/A kept", "runs any", "A/A@5%", *WINS, "meas/cand"]
+    widths = [7, 7, 11, 9, 8, 6, 6, 6, 6, 10]
+    print("".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    started = time.perf_counter()
+    for name, noise in (("quiet", QUIET), ("loaded", LOADED)):
+        for rounds in (5, 12, 50):
+            row = [name, str(rounds), *cell(noise, rounds, args.seed, null_runs, win_runs)]
+            print("".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), flush=True)
+    print(
+        f"({null_runs} runs of 100 no-ops, {win_runs} runs of 40 calibration no-ops and of 40 "
+        "wins per size, per cell, "
+        f"seed {args.seed}; {time.perf_counter() - started:.0f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
