@@ -500,14 +500,42 @@ def compare_paired(
     k = _signed_rank_k(len(diffs), 1.0 - confidence)
     noise = f" + {session_noise * 100:g}% session noise" if session_noise else ""
     method += f", Hodges-Lehmann of the round log-ratios, Wilcoxon signed-rank interval{noise}"
-    if k < 1:
-        return Comparison(
-            math.exp(shift), 0.0, math.inf, confidence, n, n, method + ": too few rounds"
-        )
     margin = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0) * math.log1p(session_noise)
-    low = shift - math.hypot(shift - walsh[k - 1], margin)
-    high = shift + math.hypot(walsh[-k] - shift, margin)
-    return Comparison(math.exp(shift), math.exp(low), math.exp(high), confidence, n, n, method)
+    if k >= 1:
+        low = shift - math.hypot(shift - walsh[k - 1], margin)
+        high = shift + math.hypot(walsh[-k] - shift, margin)
+        return Comparison(math.exp(shift), math.exp(low), math.exp(high), confidence, n, n, method)
+    if len(diffs) < 2:
+        return Comparison(math.exp(shift), 0.0, math.inf, confidence, n, n, method + ": 1 round")
+    return _few_pairs(diffs, confidence, margin, method)
+
+
+def _few_pairs(diffs: list[float], confidence: float, margin: float, method: str) -> Comparison:
+    """2-5 pairs, too few for any rank interval at 95%: Student's t on the log-ratios.
+
+    pytest-benchmark gives slow tests 5 rounds; a 5x regression must still fail its gate.
+    The t interval assumes roughly normal log-ratios, which an outlier round makes wider,
+    not narrower: it errs towards "cannot tell".
+    """
+    from pytest_autopilot.racing import t_quantile
+
+    n = len(diffs)
+    centre = sum(diffs) / n
+    half = t_quantile(1.0 - (1.0 - confidence) / 2.0, n - 1) * stdev(diffs) / math.sqrt(n)
+    spread = math.hypot(half, margin)
+    method = method.replace(
+        "Hodges-Lehmann of the round log-ratios, Wilcoxon signed-rank interval",
+        "mean of the round log-ratios, Student t interval (too few rounds for ranks)",
+    )
+    return Comparison(
+        math.exp(centre),
+        math.exp(centre - spread),
+        math.exp(centre + spread),
+        confidence,
+        n,
+        n,
+        method,
+    )
 
 
 @lru_cache(maxsize=256)
