@@ -11,8 +11,12 @@ changes hit both sides alike. REF's metrics then become the baseline of the rela
 Relative gates on timing metrics are then judged on the *paired* comparison
 (:func:`paired_statuses`): round i of this session against round i of REF's, which the
 lockstep ran next to each other, so drift cancels in their ratio instead of widening an
-interval (:func:`pytest_autopilot.stats.compare_paired`). Other metrics, and every gate
-under ``--autopilot-baseline FILE``, keep the unpaired comparison of :mod:`gates`.
+interval (:func:`pytest_autopilot.stats.compare_paired`). What pairing cannot remove is what
+differs between the two processes for their whole life: a stated floor
+(:data:`pytest_autopilot.stats.PAIRED_SESSION_NOISE`, 1%), or ``acceptance.run_noise`` (per
+session, so the pair's is sqrt(2) times it) when set: raise it on a machine loaded beyond
+its cores, where two sessions of identical code differ by far more. Other metrics, and
+every gate under ``--autopilot-baseline FILE``, keep the unpaired comparison of :mod:`gates`.
 
 The user's working tree, index and branches are never touched: the worktree lives under the
 self-ignoring ``.autopilot/`` directory and is removed at the end. A REF that names no commit
@@ -176,7 +180,11 @@ def _paired_status(
     ref: str,
 ) -> GateStatus:
     assert base.samples is not None and current.samples is not None
-    cmp = stats.compare_paired(base.samples, current.samples, config.acceptance.confidence)
+    configured = config.acceptance.run_noise
+    noise = stats.PAIRED_SESSION_NOISE if configured is None else math.sqrt(2.0) * configured
+    cmp = stats.compare_paired(
+        base.samples, current.samples, config.acceptance.confidence, session_noise=noise
+    )
     allowed = f"{gate.threshold * 100:g}%"
     if math.isnan(cmp.ratio):
         return replace(status, passed=False, reason=f"cannot compare with {ref}: {cmp.method}")

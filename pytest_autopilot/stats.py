@@ -498,7 +498,7 @@ def compare_paired(
         return Comparison(math.nan, 0.0, math.inf, confidence, n, n, method + ": no rounds")
     shift = median(walsh)
     k = _signed_rank_k(len(diffs), 1.0 - confidence)
-    noise = f" + {session_noise * 100:g}% session noise" if session_noise else ""
+    noise = f" + {session_noise * 100:.3g}% session noise" if session_noise else ""
     method += f", Hodges-Lehmann of the round log-ratios, Wilcoxon signed-rank interval{noise}"
     margin = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0) * math.log1p(session_noise)
     if k >= 1:

@@ -21,7 +21,7 @@ from gitrepo import GitRepo, init_repo
 
 from pytest_autopilot import stats
 from pytest_autopilot.against import paired_statuses
-from pytest_autopilot.config import AutopilotConfig, GateSpec
+from pytest_autopilot.config import Acceptance, AutopilotConfig, GateSpec
 from pytest_autopilot.gates import evaluate_gates
 from pytest_autopilot.results import Metric, SessionResult, TestResult
 
@@ -230,3 +230,23 @@ def test_relative_gates_on_timing_metrics_are_judged_paired_and_others_keep_thei
     )
     assert loss == unpaired[1]
     assert not gain.passed and "vs v1: gain below the 10% required" in gain.reason
+
+
+def test_a_configured_run_noise_replaces_the_session_noise_floor(tmp_path: Path) -> None:
+    """``acceptance.run_noise`` (per session) is how a user on a crowded machine widens it."""
+    ref_times, this_times = lockstep_sessions(random.Random(7), 30, 1.3)
+    ref = session(Metric("test_step", 0.004, "min", ref_times, "t.py::test_step"))
+    this = session(Metric("test_step", 0.005, "min", this_times, "t.py::test_step"))
+    gates = (GateSpec("test_step", "max_regression", 0.1),)
+    verdicts = []
+    for run_noise in (None, 0.2):
+        config = AutopilotConfig(
+            path=tmp_path / "autopilot.yaml",
+            rootdir=tmp_path,
+            gates=gates,
+            acceptance=Acceptance(run_noise=run_noise),
+        )
+        (status,) = paired_statuses(config, this, ref, evaluate_gates(config, this, ref), "v1")
+        verdicts.append(status.passed)
+    assert verdicts == [False, True]
+    assert "+ 28.3% session noise" in status.reason
