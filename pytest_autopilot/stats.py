@@ -445,7 +445,8 @@ life (memory layout, hash seeds, which core each ran on): about 1-2% between two
 identical code, invisible from the rounds of one pair of sessions, since every round of a
 session shares it. It is a stated floor, not an estimate: estimating it needs REF run twice,
 which doubles the cost of every gate. ``benchmarks/against_gate.py`` prints the spread of
-A/A estimates, which is this very quantity, to check it.
+A/A estimates, which is this very quantity, to check it: on a 2-core machine at load 10-17
+it was 10-16%, so there the floor must be raised (``acceptance.run_noise``).
 """
 
 MAX_PAIRS = 500
