@@ -5,8 +5,18 @@ this session by more than any code change worth gating: CI runners differ, load 
 Here REF (any commit-ish: ``origin/main``, a tag, a sha) is checked out in its own worktree
 under ``.autopilot/`` and its suite runs as a child session *while this session runs*. Both
 sessions take the machine-wide timing lock (:mod:`pytest_autopilot.timing`), so their timing
-tests take turns, one at a time, in whatever order they reach them: load and CPU-frequency
+tests take turns round by round (:mod:`pytest_autopilot.lockstep`): load and CPU-frequency
 changes hit both sides alike. REF's metrics then become the baseline of the relative gates.
+
+Relative gates on timing metrics are then judged on the *paired* comparison
+(:func:`paired_statuses`): round i of this session against round i of REF's, which the
+lockstep ran next to each other, so drift cancels in their ratio instead of widening an
+interval (:func:`pytest_autopilot.stats.compare_paired`). What pairing cannot remove is what
+differs between the two processes for their whole life: a stated floor
+(:data:`pytest_autopilot.stats.PAIRED_SESSION_NOISE`, 1%), or ``acceptance.run_noise`` (per
+session, so the pair's is sqrt(2) times it) when set: raise it on a machine loaded beyond
+its cores, where two sessions of identical code differ by far more. Other metrics, and
+every gate under ``--autopilot-baseline FILE``, keep the unpaired comparison of :mod:`gates`.
 
 The user's working tree, index and branches are never touched: the worktree lives under the
 self-ignoring ``.autopilot/`` directory and is removed at the end. A REF that names no commit
@@ -16,14 +26,22 @@ log.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_autopilot import timing
-from pytest_autopilot.results import SessionResult
+from pytest_autopilot import stats, timing
+from pytest_autopilot.results import Metric, SessionResult
+
+if TYPE_CHECKING:
+    from pytest_autopilot.config import AutopilotConfig, GateSpec
+    from pytest_autopilot.proposals import GateStatus
 
 EXPERIMENT = "gate-against"
 """Where REF's worktree, log and result live: ``.autopilot/worktrees/gate-against/`` etc."""
@@ -114,3 +132,80 @@ def start(pytest_config: pytest.Config, ref: str, timeout: float) -> AgainstRun:
         pytest_config.pluginmanager.register(run.lock, timing.PLUGIN_NAME)
     run.start()
     return run
+
+
+def paired_statuses(
+    config: AutopilotConfig,
+    result: SessionResult,
+    against: SessionResult,
+    statuses: Sequence[GateStatus],
+    ref: str,
+) -> list[GateStatus]:
+    """``statuses`` with each relative gate on a timing metric judged on the paired rounds.
+
+    A timing metric is one a benchmark produced (it has a node id and samples, in the order
+    of its rounds) on both sides. Everything else keeps its status from :mod:`gates`.
+    """
+    judged = []
+    for gate, status in zip(config.gates, statuses, strict=True):
+        pair = _timing_pair(gate, result, against) if gate.relative else None
+        if pair is None:
+            judged.append(status)
+        else:
+            judged.append(_paired_status(config, gate, status, *pair, ref))
+    return judged
+
+
+def _timing_pair(
+    gate: GateSpec, result: SessionResult, against: SessionResult
+) -> tuple[Metric, Metric] | None:
+    current = result.resolve(gate.metric)
+    if current is None or current.nodeid is None or not current.samples:
+        return None
+    for key in (gate.metric, current.name, current.nodeid):
+        base = against.resolve(key)
+        if base is not None:
+            break
+    if base is None or base.nodeid is None or not base.samples:
+        return None
+    return base, current
+
+
+def _paired_status(
+    config: AutopilotConfig,
+    gate: GateSpec,
+    status: GateStatus,
+    base: Metric,
+    current: Metric,
+    ref: str,
+) -> GateStatus:
+    assert base.samples is not None and current.samples is not None
+    configured = config.acceptance.run_noise
+    noise = stats.PAIRED_SESSION_NOISE if configured is None else math.sqrt(2.0) * configured
+    cmp = stats.compare_paired(
+        base.samples, current.samples, config.acceptance.confidence, session_noise=noise
+    )
+    allowed = f"{gate.threshold * 100:g}%"
+    if math.isnan(cmp.ratio):
+        return replace(status, passed=False, reason=f"cannot compare with {ref}: {cmp.method}")
+    worse = cmp.ratio - 1.0 if current.goal == "min" else 1.0 - cmp.ratio
+    if gate.kind == "max_regression":
+        passed = not stats.is_regression(cmp, current.goal, gate.threshold)
+        if not passed:
+            verdict = f"regression beyond the {allowed} allowed, beyond noise"
+        elif worse > gate.threshold:
+            verdict = f"worse by more than {allowed}, but within noise"
+        else:
+            verdict = f"within the {allowed} allowed" if worse > 0 else "no regression"
+    else:
+        passed = stats.has_gain(cmp, current.goal, gate.threshold)
+        if passed:
+            verdict = f"gain of at least the {allowed} required, beyond noise"
+        elif -worse >= gate.threshold:
+            verdict = f"gain of {allowed} or more estimated, but within noise"
+        else:
+            verdict = f"gain below the {allowed} required"
+    reason = f"{cmp.describe()} vs {ref}: {verdict}"
+    if cmp.informative:
+        reason += f" ({cmp.method})"
+    return replace(status, passed=passed, reason=reason)

@@ -373,6 +373,12 @@ class AutopilotPlugin:
 
         config = self.autopilot_config()
         self.statuses = evaluate_gates(config, result, baseline)
+        if self.against is not None and baseline is not None:
+            from pytest_autopilot.against import paired_statuses
+
+            self.statuses = paired_statuses(
+                config, result, baseline, self.statuses, self.against.ref
+            )
         self.judgement = judge_failures(config.gates, result)
         if self.baseline is not None:
             from pytest_autopilot.benchjson import with_statistics

@@ -434,3 +434,132 @@ def _percent(ratio: float) -> str:
     if math.isinf(ratio):
         return "+inf%" if ratio > 0 else "-inf%"
     return f"{(ratio - 1.0) * 100.0:+.1f}%"
+
+
+PAIRED_SESSION_NOISE = 0.01
+"""Standard deviation of the log-ratio of two lockstep sessions of identical code.
+
+Pairing round i of one session with round i of the other cancels what both rounds share
+(load, CPU frequency, heat), but not what differs between two processes for their whole
+life (memory layout, hash seeds, which core each ran on): about 1-2% between two runs of
+identical code, invisible from the rounds of one pair of sessions, since every round of a
+session shares it. It is a stated floor, not an estimate: estimating it needs REF run twice,
+which doubles the cost of every gate. ``benchmarks/against_gate.py`` prints the spread of
+A/A estimates, which is this very quantity, to check it: on a 2-core machine at load 10-17
+it was 10-16%, so there the floor must be raised (``acceptance.run_noise``).
+"""
+
+MAX_PAIRS = 500
+"""Longer paired series are thinned to this many evenly spaced pairs (the Walsh averages
+grow with the square of the count)."""
+
+_EXACT_SIGNED_RANK_LIMIT = 60
+"""Up to this many pairs, the signed-rank interval uses the exact null distribution."""
+
+
+def compare_paired(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    confidence: float,
+    *,
+    session_noise: float = PAIRED_SESSION_NOISE,
+) -> Comparison:
+    """Compare two sessions round by round: ``candidate[i]`` was timed next to ``baseline[i]``.
+
+    The estimate is the Hodges-Lehmann location of the paired log-ratios (the median of their
+    Walsh averages) with the Wilcoxon signed-rank interval: distribution-free, and an outlier
+    round moves it by one rank. Drift shared by the two rounds of a pair cancels in their
+    ratio, however strong, so no autocorrelation widening is needed. ``session_noise`` (see
+    :data:`PAIRED_SESSION_NOISE`) is added in quadrature to each side of the interval. When
+    the sessions took different numbers of rounds (calibrated benchmarks), the first rounds
+    up to the shorter count are paired and ``method`` says so.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+    if session_noise < 0.0:
+        raise ValueError(f"session_noise must be >= 0, got {session_noise!r}")
+    n = min(len(baseline), len(candidate))
+    method = f"paired, {n} rounds"
+    if len(baseline) != len(candidate):
+        method += (
+            f" (the first {n}: the baseline took {len(baseline)} rounds and the candidate "
+            f"{len(candidate)}; the longer was cut)"
+        )
+    base = [float(x) for x in baseline[:n]]
+    cand = [float(x) for x in candidate[:n]]
+    if not all(math.isfinite(x) and x > 0.0 for x in base + cand):
+        return Comparison(math.nan, 0.0, math.inf, confidence, n, n, method + ": a sample <= 0")
+    diffs = [math.log(c) - math.log(b) for b, c in zip(base, cand, strict=True)]
+    if len(diffs) > MAX_PAIRS:
+        diffs = [diffs[int(i * len(diffs) / MAX_PAIRS)] for i in range(MAX_PAIRS)]
+    walsh = sorted(
+        (diffs[i] + diffs[j]) / 2.0 for i in range(len(diffs)) for j in range(i, len(diffs))
+    )
+    if not walsh:
+        return Comparison(math.nan, 0.0, math.inf, confidence, n, n, method + ": no rounds")
+    shift = median(walsh)
+    k = _signed_rank_k(len(diffs), 1.0 - confidence)
+    noise = f" + {session_noise * 100:.3g}% session noise" if session_noise else ""
+    method += f", Hodges-Lehmann of the round log-ratios, Wilcoxon signed-rank interval{noise}"
+    margin = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0) * math.log1p(session_noise)
+    if k >= 1:
+        low = shift - math.hypot(shift - walsh[k - 1], margin)
+        high = shift + math.hypot(walsh[-k] - shift, margin)
+        return Comparison(math.exp(shift), math.exp(low), math.exp(high), confidence, n, n, method)
+    if len(diffs) < 2:
+        return Comparison(math.exp(shift), 0.0, math.inf, confidence, n, n, method + ": 1 round")
+    return _few_pairs(diffs, confidence, margin, method)
+
+
+def _few_pairs(diffs: list[float], confidence: float, margin: float, method: str) -> Comparison:
+    """2-5 pairs, too few for any rank interval at 95%: Student's t on the log-ratios.
+
+    pytest-benchmark gives slow tests 5 rounds; a 5x regression must still fail its gate.
+    The t interval assumes roughly normal log-ratios, which an outlier round makes wider,
+    not narrower: it errs towards "cannot tell".
+    """
+    from pytest_autopilot.racing import t_quantile
+
+    n = len(diffs)
+    centre = sum(diffs) / n
+    half = t_quantile(1.0 - (1.0 - confidence) / 2.0, n - 1) * stdev(diffs) / math.sqrt(n)
+    spread = math.hypot(half, margin)
+    method = method.replace(
+        "Hodges-Lehmann of the round log-ratios, Wilcoxon signed-rank interval",
+        "mean of the round log-ratios, Student t interval (too few rounds for ranks)",
+    )
+    return Comparison(
+        math.exp(centre),
+        math.exp(centre - spread),
+        math.exp(centre + spread),
+        confidence,
+        n,
+        n,
+        method,
+    )
+
+
+@lru_cache(maxsize=256)
+def _signed_rank_k(n: int, alpha: float) -> int:
+    """Largest k with P(W+ < k) <= alpha/2 under the null distribution of Wilcoxon's W+.
+
+    The interval is then the k-th smallest to the k-th largest Walsh average. Exact (subset
+    sums of 1..n) up to :data:`_EXACT_SIGNED_RANK_LIMIT` pairs, the normal approximation above.
+    """
+    if n <= _EXACT_SIGNED_RANK_LIMIT:
+        counts = [1] + [0] * (n * (n + 1) // 2)
+        top = 0
+        for rank in range(1, n + 1):
+            top += rank
+            for total in range(top, rank - 1, -1):
+                counts[total] += counts[total - rank]
+        limit = alpha / 2.0 * 2**n
+        cumulative = 0
+        k = 0
+        while cumulative + counts[k] <= limit:
+            cumulative += counts[k]
+            k += 1
+        return k
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    walsh = n * (n + 1) / 2.0
+    return math.floor(walsh / 2.0 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0))

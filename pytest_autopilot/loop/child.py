@@ -35,7 +35,7 @@ from pytest_autopilot.loop.executor import (
     timeout_reason,
 )
 from pytest_autopilot.loop.journal import ExperimentStore, note_child
-from pytest_autopilot.loop.process import kill_group
+from pytest_autopilot.loop.process import kill_group, same_scheduling_group
 from pytest_autopilot.loop.workspace import Workspace, clean_environ
 from pytest_autopilot.timing import TIMING_LOCK_ENV, default_lock_path
 
@@ -299,7 +299,7 @@ class LocalExecutor:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **same_scheduling_group(),
             )
             with self._lock:
                 self._running[proc.pid] = proc

@@ -12,8 +12,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 TAIL_LINES = 12
 """Lines of a session's output a failure reason quotes."""
@@ -60,3 +61,17 @@ def output_tail(path: Path, lines: int = TAIL_LINES) -> str:
     text = data.decode(errors="replace").splitlines()[1 if cut else 0 :]
     tail = [line for line in text if line.strip()][-lines:]
     return " | ".join(tail) if tail else "(no output)"
+
+
+def same_scheduling_group() -> dict[str, Any]:
+    """Popen arguments for a child session in its own process group but this process's session.
+
+    Linux's autogroup scheduler shares the CPU between *sessions*, not processes: a child in a
+    new session (``setsid``) competes as a group of its own, on a footing unrelated to the
+    parent's, and on a busy machine two lockstep sessions of identical code then differ by
+    tens of percent for their whole life (seen with ``benchmarks/against_gate.py``). A new
+    process group is all :func:`kill_group` needs; Python 3.10 has only the new session.
+    """
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"start_new_session": True}
