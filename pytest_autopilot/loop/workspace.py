@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from pytest_autopilot.loop.gitcmd import GIT_LOCATION_VARS, IDENTITY, GitError, clean_environ, git
-from pytest_autopilot.loop.snapshot import GENERATED, SKIP_GENERATED, refuse_unfinished_operation
+from pytest_autopilot.loop.snapshot import GENERATED, SKIP_GENERATED
 from pytest_autopilot.loop.snapshot import snapshot_baseline as _snapshot_baseline
 from pytest_autopilot.names import EXPERIMENT_EXPECTED, is_experiment_name
 
@@ -290,9 +290,6 @@ class Workspace:
     def snapshot_baseline(self, message: str, exclude: Sequence[str] = ()) -> str:
         """HEAD plus uncommitted changes, as a commit (see :func:`snapshot.snapshot_baseline`)."""
         return _snapshot_baseline(self, message, exclude)
-
-    def _refuse_unfinished_operation(self) -> None:
-        refuse_unfinished_operation(self)
 
     @contextmanager
     def temp_index(self) -> Iterator[dict[str, str]]:
