@@ -8,7 +8,7 @@ saved payload renders the same page again (:func:`render_html`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -341,6 +341,10 @@ def _is_timing(metrics: Any, name: str) -> bool:
     return isinstance(entry, Mapping) and bool(entry.get("samples"))
 
 
+_LAYOUT = (760, 300, 70, 20, 20, 40)
+"""The chart's width, height and left, right, top, bottom margins, in pixels."""
+
+
 def _plot(
     points: Sequence[tuple[int, float, str, str]],
     steps: Sequence[tuple[int, float]],
@@ -350,7 +354,7 @@ def _plot(
     goal: str,
     count: int,
 ) -> str:
-    width, height, left, right, top, bottom = 760, 300, 70, 20, 20, 40
+    width, height, left, right, top, bottom = _LAYOUT
     scale = (lambda v: math.log10(v)) if log else (lambda v: v)
     ys = [scale(v) for _, v, _, _ in points]
     low, high = min(ys), max(ys)
@@ -366,14 +370,35 @@ def _plot(
     def y_of(v: float) -> float:
         return top + (height - top - bottom) * (1 - (scale(v) - low) / (high - low))
 
+    out = _axes(_ticks(low, high, log), y_of, x_of, span_x, log, metric, goal)
+    out += _marks(points, steps, unmeasured, x_of, y_of)
+    out.append("</svg>")
+    legend = " ".join(f"{_badge(v)}" for v in ("baseline", "accepted", "rejected"))
+    return "".join(out) + (
+        f"<p>Dots: measured candidates ({legend}); crosses on the axis: candidates not "
+        "measured (duplicate, violation, failed, timeout); blue line: the incumbent.</p>"
+    )
+
+
+def _axes(
+    ticks: Sequence[float],
+    y_of: Callable[[float], float],
+    x_of: Callable[[float], float],
+    span_x: int,
+    log: bool,
+    metric: str,
+    goal: str,
+) -> list[str]:
+    """The opening ``<svg>``, the plot area, grid lines and the labels of both axes."""
+    width, height, left, right, top, bottom = _LAYOUT
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(metric)} per candidate">',
         f'<rect x="{left}" y="{top}" width="{width - left - right}" '
         f'height="{height - top - bottom}" fill="#fff" stroke="#d0d7de"/>',
     ]
-    for tick in _ticks(low, high, log):
-        y = top + (height - top - bottom) * (1 - (scale(tick) - low) / (high - low))
+    for tick in ticks:
+        y = y_of(tick)
         out.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eaeef2"/>'
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(fmt(tick))}</text>'
@@ -388,6 +413,19 @@ def _plot(
         f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">'
         "candidates in evaluation order (0 = baseline)</text>"
     )
+    return out
+
+
+def _marks(
+    points: Sequence[tuple[int, float, str, str]],
+    steps: Sequence[tuple[int, float]],
+    unmeasured: Sequence[tuple[int, str, str]],
+    x_of: Callable[[float], float],
+    y_of: Callable[[float], float],
+) -> list[str]:
+    """The incumbent's step line, a dot per measured candidate, a cross per unmeasured one."""
+    _, height, _, _, _, bottom = _LAYOUT
+    out = []
     if steps:
         path = [f"M{x_of(steps[0][0]):.1f},{y_of(steps[0][1]):.1f}"]
         for i, v in steps[1:]:
@@ -409,12 +447,7 @@ def _plot(
             f'<path d="M{x_of(i) - 4:.1f},{y - 4}l8,8m0,-8l-8,8" stroke="{color}" '
             f'stroke-width="2"><title>{escape(cid)} {escape(verdict)}: not measured</title></path>'
         )
-    out.append("</svg>")
-    legend = " ".join(f"{_badge(v)}" for v in ("baseline", "accepted", "rejected"))
-    return "".join(out) + (
-        f"<p>Dots: measured candidates ({legend}); crosses on the axis: candidates not "
-        "measured (duplicate, violation, failed, timeout); blue line: the incumbent.</p>"
-    )
+    return out
 
 
 def _ticks(low: float, high: float, log: bool) -> list[float]:

@@ -5,16 +5,15 @@ of exit status, and no import of ``yaml``, ``anthropic`` or ``spdl``. The flags 
 gate, the output files and the optimization loop; the loop itself lives in
 :mod:`pytest_autopilot.loop` and is imported only for ``--autopilot``.
 
-Every pytest run imports this module and :mod:`pytest_autopilot.metrics`, nothing more of the
-package: datasets, config, gates and reports are imported by the code paths that use them.
+Every pytest run imports this module, :mod:`pytest_autopilot.options` (the flags) and
+:mod:`pytest_autopilot.metrics`, nothing more of the package: datasets, config, gates and
+reports are imported by the code paths that use them.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_autopilot import metrics
+from pytest_autopilot.options import (
+    Flags,
+    add_options,
+    junit_xml,
+    selection,
+    showing_help,
+    shown,
+)
 
 if TYPE_CHECKING:
     from pytest_autopilot.against import AgainstRun
@@ -36,90 +43,9 @@ MARKER_HELP = (
     "rootdir); the test takes the case mapping as its `case` argument. See pytest-autopilot."
 )
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def experiment_name(text: str) -> str:
-    from pytest_autopilot.names import EXPERIMENT_EXPECTED, is_experiment_name
-
-    if not is_experiment_name(text):
-        raise argparse.ArgumentTypeError(f"expected {EXPERIMENT_EXPECTED}, got {text!r}")
-    return text
-
-
-def optimizer_name(text: str) -> str:
-    if not NAME_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"expected an optimizer name such as search, anthropic or command, got {text!r}"
-        )
-    return text
-
-
-def file_path(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
-    return text
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("autopilot", "pytest-autopilot: metrics, gates and optimization")
-    group.addoption(
-        "--autopilot",
-        action="store_true",
-        help="after the session (round 0, the baseline), run the optimization loop",
-    )
-    group.addoption(
-        "--autopilot-gate",
-        action="store_true",
-        help="after the session, check the gates of autopilot.yaml; a failing gate exits 1",
-    )
-    for flag, metavar, kind, help_text in (
-        ("--autopilot-config", "PATH", file_path, "autopilot config (default: autopilot.yaml)"),
-        ("--autopilot-baseline", "PATH", file_path, "metrics file relative gates compare to"),
-        ("--autopilot-against", "REF", str, "run REF's suite alongside, as the gates' baseline"),
-        ("--autopilot-save", "PATH", file_path, "write this session's metrics, for a baseline"),
-        ("--autopilot-json", "PATH", file_path, "write metrics, gates and rounds as JSON"),
-        ("--autopilot-report", "PATH", file_path, "write a Markdown report (and to GitHub)"),
-        ("--autopilot-html", "PATH", file_path, "write a self-contained HTML report"),
-        ("--autopilot-optimizer", "NAME", optimizer_name, "override the config's optimizer"),
-        ("--autopilot-rounds", "N", positive_int, "override budget.rounds"),
-        ("--autopilot-candidates", "K", positive_int, "override budget.candidates"),
-        ("--autopilot-experiment", "NAME", experiment_name, "override the experiment name"),
-    ):
-        group.addoption(
-            flag,
-            metavar=metavar,
-            type=kind,
-            default=None,
-            dest=flag[2:].replace("-", "_"),
-            help=help_text,
-        )
-    group.addoption(
-        "--autopilot-fresh",
-        action="store_true",
-        help="forget the saved state of this experiment and start over (default: resume)",
-    )
-    group.addoption(
-        "--autopilot-apply",
-        action="store_true",
-        help="at the end, bring the best commit onto the current branch (clean tree only)",
-    )
-    parser.addini(
-        "autopilot_config",
-        type="string",
-        default="",
-        help="path of the autopilot config, relative to the rootdir (default: autopilot.yaml)",
-    )
+    add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -133,60 +59,6 @@ plugin_key = pytest.StashKey["AutopilotPlugin"]()
 COMPLETE_SESSION = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
 """Gates and the loop need a session that ran to its end (failing tests are fine: gates then
 fail, and the loop's round 0 may be what the optimizer has to fix)."""
-
-
-class Flags:
-    """The autopilot command-line flags, paths resolved against the invocation directory."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        opt = config.option
-        here = config.invocation_params.dir
-
-        def path(value: str | None) -> Path | None:
-            return None if value is None else here / value
-
-        self.loop = bool(opt.autopilot)
-        self.gate = bool(opt.autopilot_gate)
-        self.baseline = path(opt.autopilot_baseline)
-        self.against: str | None = opt.autopilot_against
-        self.save = path(opt.autopilot_save)
-        self.json = path(opt.autopilot_json)
-        self.report = path(opt.autopilot_report)
-        self.html = path(opt.autopilot_html)
-        self.optimizer: str | None = opt.autopilot_optimizer
-        self.rounds: int | None = opt.autopilot_rounds
-        self.candidates: int | None = opt.autopilot_candidates
-        self.experiment: str | None = opt.autopilot_experiment
-        self.fresh = bool(opt.autopilot_fresh)
-        self.apply = bool(opt.autopilot_apply)
-
-    def check(self) -> None:
-        """Refuse flags that would silently do nothing."""
-        loop_only = {
-            "--autopilot-optimizer": self.optimizer is not None,
-            "--autopilot-rounds": self.rounds is not None,
-            "--autopilot-candidates": self.candidates is not None,
-            "--autopilot-experiment": self.experiment is not None,
-            "--autopilot-fresh": self.fresh,
-            "--autopilot-apply": self.apply,
-        }
-        if not self.loop:
-            for flag, given in loop_only.items():
-                if given:
-                    raise pytest.UsageError(f"{flag} works only with --autopilot")
-        if self.against is not None and (not self.gate or self.loop):
-            raise pytest.UsageError(
-                "--autopilot-against works only with --autopilot-gate (and not with --autopilot)"
-            )
-        if self.against is not None and self.baseline is not None:
-            raise pytest.UsageError(
-                "--autopilot-against and --autopilot-baseline both name the baseline: give one"
-            )
-        if self.baseline is not None and not (self.gate or self.loop):
-            raise pytest.UsageError(
-                "--autopilot-baseline works only with --autopilot-gate or --autopilot "
-                "(it is what relative gates compare against)"
-            )
 
 
 class AutopilotPlugin:
@@ -249,7 +121,7 @@ class AutopilotPlugin:
 
     def configure(self) -> None:
         """Fail fast, before any test runs, on a bad flag, config, baseline or loop setup."""
-        if self.worker or _showing_help(self.config):
+        if self.worker or showing_help(self.config):
             return
         flags = self.flags
         flags.check()
@@ -315,7 +187,7 @@ class AutopilotPlugin:
             workeroutput["autopilot"] = self.recorder.worker_output()
             return
         flags = self.flags
-        xml = _junit_xml(self.config)
+        xml = junit_xml(self.config)
         if xml is not None:
             for name, value in metrics.junit_properties(self.result()):
                 xml.add_global_property(name, value)
@@ -330,10 +202,10 @@ class AutopilotPlugin:
                     + ("test; " if session.testscollected == 1 else "tests; ")
                     + ("no optimization loop was run" if flags.loop else "gates not checked")
                 )
-            elif flags.loop and not session.testscollected and _selection(self.config):
+            elif flags.loop and not session.testscollected and selection(self.config):
                 deselected = f" ({self.deselected} deselected)" if self.deselected else ""
                 raise pytest.UsageError(
-                    f"{_selection(self.config)} selected no test{deselected}: nothing to "
+                    f"{selection(self.config)} selected no test{deselected}: nothing to "
                     "measure, so no optimization loop; change the selection"
                 )
             elif (flags.gate or flags.loop) and session.exitstatus not in COMPLETE_SESSION:
@@ -455,7 +327,7 @@ class AutopilotPlugin:
             lines += terminal_lines(self.comparison, "autopilot:", self.comparison_title, current)
         lines += [f"autopilot: {note}" for note in self.notes]
         here = self.config.invocation_params.dir
-        lines += [f"autopilot: wrote {_shown(path, here)}" for path in self.written]
+        lines += [f"autopilot: wrote {shown(path, here)}" for path in self.written]
         lines += [f"autopilot: ERROR: {error}" for error in self.errors]
         if not lines:
             return
@@ -490,36 +362,6 @@ class XdistHooks:
         data = getattr(node, "workeroutput", {}).get("autopilot")
         if data:
             self.recorder.merge_worker_output(data)
-
-
-def _showing_help(config: pytest.Config) -> bool:
-    """``--help`` and ``--version`` print and exit: a config error must not stop them."""
-    return bool(getattr(config.option, "help", False) or getattr(config.option, "version", False))
-
-
-def _selection(config: pytest.Config) -> str:
-    """The ``-k``/``-m`` options of this run, as the user typed them ("" when none)."""
-    parts = []
-    if config.option.keyword:
-        parts.append(f"-k {config.option.keyword!r}")
-    if config.option.markexpr:
-        parts.append(f"-m {config.option.markexpr!r}")
-    return " and ".join(parts)
-
-
-def _shown(path: Path, here: Path) -> str:
-    try:
-        return path.relative_to(here).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _junit_xml(config: pytest.Config) -> Any:
-    if not getattr(config.option, "xmlpath", None):
-        return None
-    from _pytest.junitxml import xml_key
-
-    return config.stash.get(xml_key, None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

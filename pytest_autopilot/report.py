@@ -209,11 +209,19 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
 
 def _loop_sections(payload: Mapping[str, Any]) -> list[str]:
     metric, goal = _objective(payload)
-    better = min if goal == "min" else max
     rounds = [r for r in payload.get("rounds") or [] if isinstance(r, Mapping)]
     baseline = payload.get("baseline") or {}
     base_value = _metric_value(baseline.get("metrics"), metric)
-    lines = ["### Rounds", ""]
+    lines = _rounds_table(rounds, metric)
+    if metric is not None and base_value is not None:
+        lines += _objective_chart(rounds, metric, goal, base_value)
+    lines += _tree(payload, rounds, metric)
+    lines += _best_section(payload.get("best") or {}, metric, base_value)
+    return lines
+
+
+def _rounds_table(rounds: Sequence[Mapping[str, Any]], metric: str | None) -> list[str]:
+    """One row per candidate of every round."""
     rows = []
     for rnd in rounds:
         for cand in rnd.get("candidates") or []:
@@ -229,59 +237,69 @@ def _loop_sections(payload: Mapping[str, Any]) -> list[str]:
                 )
             )
     objective_header = metric or "objective"
+    lines = ["### Rounds", ""]
     lines += _table(
         ["round", "candidate", "parent", "commit", objective_header, "verdict", "reason"], rows
     )
     lines.append("")
+    return lines
 
-    if metric is not None and base_value is not None:
-        incumbent = base_value
-        xs, line_values, bar_values = ["0"], [incumbent], [incumbent]
-        for rnd in rounds:
-            measured = [
-                v
-                for c in rnd.get("candidates") or []
-                if (v := _metric_value(c.get("metrics"), metric)) is not None
-                and c.get("verdict") not in ("failed", "timeout", "violation")
-            ]
-            for cand in rnd.get("candidates") or []:
-                value = _metric_value(cand.get("metrics"), metric)
-                if cand.get("verdict") == "accepted" and value is not None:
-                    incumbent = value
-            xs.append(str(rnd.get("round")))
-            line_values.append(incumbent)
-            bar_values.append(better(measured) if measured else incumbent)
-        direction = "lower" if goal == "min" else "higher"
-        lines += [
-            "### Objective per round",
-            "",
-            "```mermaid",
-            "xychart-beta",
-            f'    title "{metric} per round ({direction} is better)"',
-            f'    x-axis "round" [{", ".join(xs)}]',
-            f'    y-axis "{metric}"',
-            f"    bar [{', '.join(f'{v:.6g}' for v in bar_values)}]",
-            f"    line [{', '.join(f'{v:.6g}' for v in line_values)}]",
-            "```",
-            "",
-            "Bars: best candidate of the round; line: the incumbent after the round.",
-            "",
+
+def _objective_chart(
+    rounds: Sequence[Mapping[str, Any]], metric: str, goal: str, base_value: float
+) -> list[str]:
+    """A mermaid chart: the best candidate of each round (bars) and the incumbent (line)."""
+    better = min if goal == "min" else max
+    incumbent = base_value
+    xs, line_values, bar_values = ["0"], [incumbent], [incumbent]
+    for rnd in rounds:
+        measured = [
+            v
+            for c in rnd.get("candidates") or []
+            if (v := _metric_value(c.get("metrics"), metric)) is not None
+            and c.get("verdict") not in ("failed", "timeout", "violation")
         ]
+        for cand in rnd.get("candidates") or []:
+            value = _metric_value(cand.get("metrics"), metric)
+            if cand.get("verdict") == "accepted" and value is not None:
+                incumbent = value
+        xs.append(str(rnd.get("round")))
+        line_values.append(incumbent)
+        bar_values.append(better(measured) if measured else incumbent)
+    direction = "lower" if goal == "min" else "higher"
+    return [
+        "### Objective per round",
+        "",
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{metric} per round ({direction} is better)"',
+        f'    x-axis "round" [{", ".join(xs)}]',
+        f'    y-axis "{metric}"',
+        f"    bar [{', '.join(f'{v:.6g}' for v in bar_values)}]",
+        f"    line [{', '.join(f'{v:.6g}' for v in line_values)}]",
+        "```",
+        "",
+        "Bars: best candidate of the round; line: the incumbent after the round.",
+        "",
+    ]
 
-    lines += _tree(payload, rounds, metric)
 
-    best = payload.get("best") or {}
-    if best:
-        branch = best.get("branch")
-        best_value = _metric_value(best.get("metrics"), metric)
-        text = f"**Best:** commit `{str(best.get('commit') or '')[:12]}`"
-        if branch:
-            text += f" on branch `{branch}`"
-        if metric is not None:
-            text += f", {metric} = {fmt(best_value)} (baseline {fmt(base_value)})"
-        lines += ["### Best", "", text, ""]
-        if branch:
-            lines += [f"Bring it onto your branch with `git merge {branch}`.", ""]
+def _best_section(
+    best: Mapping[str, Any], metric: str | None, base_value: float | None
+) -> list[str]:
+    """The best commit, its branch and how to merge it (nothing when the loop kept none)."""
+    if not best:
+        return []
+    branch = best.get("branch")
+    best_value = _metric_value(best.get("metrics"), metric)
+    text = f"**Best:** commit `{str(best.get('commit') or '')[:12]}`"
+    if branch:
+        text += f" on branch `{branch}`"
+    if metric is not None:
+        text += f", {metric} = {fmt(best_value)} (baseline {fmt(base_value)})"
+    lines = ["### Best", "", text, ""]
+    if branch:
+        lines += [f"Bring it onto your branch with `git merge {branch}`.", ""]
     return lines
 
 

@@ -332,16 +332,38 @@ def benchmark_pipeline(
     :param timeout: seconds to wait for any one batch before failing.
     :raises PipelineExhausted: when the pipeline ends too early.
     """
+    _check_rounds(rounds, warmup_rounds, batches_per_round)
+    calls: list[tuple[float, float]] = []
+    warmup = warmup_rounds * batches_per_round
+    timed_batches = rounds * batches_per_round
+    next_batch = _timed_next(pipeline.get_iterator(timeout=timeout), calls, warmup, timed_batches)
+    benchmark.pedantic(
+        next_batch, rounds=rounds, warmup_rounds=warmup_rounds, iterations=batches_per_round
+    )
+    # With --benchmark-disable pytest-benchmark calls the target only once; with iterations
+    # above 1 it makes one more call after the rounds, for the return value.
+    timed = calls[warmup : warmup + timed_batches] or calls[:1]
+    state = SteadyState(start=timed[0][0], end=timed[-1][1], batches=len(timed))
+    if stats is not None:
+        # The lap that holds the window's end is reported up to one interval later.
+        time.sleep(1.5 * stats.interval)
+        state.stages = stats.stages(state.start, state.end, state.batches)
+    return state
+
+
+def _check_rounds(rounds: int, warmup_rounds: int, batches_per_round: int) -> None:
     if rounds < 1 or warmup_rounds < 0 or batches_per_round < 1:
         raise ValueError(
             f"benchmark_pipeline: rounds and batches_per_round must be >= 1 and warmup_rounds "
             f">= 0, got rounds={rounds!r}, warmup_rounds={warmup_rounds!r}, "
             f"batches_per_round={batches_per_round!r}"
         )
-    iterator = pipeline.get_iterator(timeout=timeout)
-    calls: list[tuple[float, float]] = []
-    warmup = warmup_rounds * batches_per_round
-    timed_batches = rounds * batches_per_round
+
+
+def _timed_next(
+    iterator: Iterator[Any], calls: list[tuple[float, float]], warmup: int, timed_batches: int
+) -> Callable[[], Any]:
+    """The benchmark target: the next batch, its wait appended to ``calls`` as (began, got)."""
 
     def next_batch() -> Any:
         began = time.monotonic()
@@ -355,18 +377,7 @@ def benchmark_pipeline(
         calls.append((began, time.monotonic()))
         return batch
 
-    benchmark.pedantic(
-        next_batch, rounds=rounds, warmup_rounds=warmup_rounds, iterations=batches_per_round
-    )
-    # With --benchmark-disable pytest-benchmark calls the target only once; with iterations
-    # above 1 it makes one more call after the rounds, for the return value.
-    timed = calls[warmup : warmup + timed_batches] or calls[:1]
-    state = SteadyState(start=timed[0][0], end=timed[-1][1], batches=len(timed))
-    if stats is not None:
-        # The lap that holds the window's end is reported up to one interval later.
-        time.sleep(1.5 * stats.interval)
-        state.stages = stats.stages(state.start, state.end, state.batches)
-    return state
+    return next_batch
 
 
 def _ms(seconds: float) -> str:

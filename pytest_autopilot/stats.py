@@ -114,6 +114,19 @@ def compare(
         raise ValueError(f"run_noise must be >= 0, got {run_noise!r}")
     base = [float(x) for x in baseline]
     cand = [float(x) for x in candidate]
+    unusable = _unusable_samples(base, cand, confidence)
+    if unusable is not None:
+        return unusable
+    n, m = len(base), len(cand)
+    base, cand = _thin(base), _thin(cand)
+    noise = f" + {run_noise * 100:g}% run-to-run noise" if run_noise else ""
+    if min(base) > 0.0 and min(cand) > 0.0:
+        return _compare_logs(base, cand, confidence, run_noise, (n, m), noise)
+    return _compare_shift(base, cand, confidence, run_noise, (n, m), noise)
+
+
+def _unusable_samples(base: list[float], cand: list[float], confidence: float) -> Comparison | None:
+    """The answer when the samples cannot be compared (too few, non-finite), else None."""
     n, m = len(base), len(cand)
     if n < MIN_SAMPLES or m < MIN_SAMPLES:
         ratio = _ratio(median(base), median(cand)) if n and m else math.nan
@@ -128,22 +141,42 @@ def compare(
         )
     if not all(map(math.isfinite, base + cand)):
         return Comparison(math.nan, 0.0, math.inf, confidence, n, m, "non-finite samples")
-    base, cand = _thin(base), _thin(cand)
-    noise = f" + {run_noise * 100:g}% run-to-run noise" if run_noise else ""
-    if min(base) > 0.0 and min(cand) > 0.0:
-        floor = math.sqrt(2.0) * math.log1p(run_noise)
-        shift, low, high, note = _shift_interval(
-            [math.log(x) for x in base], [math.log(x) for x in cand], confidence, floor
-        )
-        return Comparison(
-            math.exp(shift),
-            math.exp(low),
-            math.exp(high),
-            confidence,
-            n,
-            m,
-            f"Hodges-Lehmann ratio of log samples, Mann-Whitney interval{note}{noise}",
-        )
+    return None
+
+
+def _compare_logs(
+    base: list[float],
+    cand: list[float],
+    confidence: float,
+    run_noise: float,
+    sizes: tuple[int, int],
+    noise: str,
+) -> Comparison:
+    """Positive samples: the shift of their logarithms is the log of the ratio."""
+    floor = math.sqrt(2.0) * math.log1p(run_noise)
+    shift, low, high, note = _shift_interval(
+        [math.log(x) for x in base], [math.log(x) for x in cand], confidence, floor
+    )
+    return Comparison(
+        math.exp(shift),
+        math.exp(low),
+        math.exp(high),
+        confidence,
+        *sizes,
+        f"Hodges-Lehmann ratio of log samples, Mann-Whitney interval{note}{noise}",
+    )
+
+
+def _compare_shift(
+    base: list[float],
+    cand: list[float],
+    confidence: float,
+    run_noise: float,
+    sizes: tuple[int, int],
+    noise: str,
+) -> Comparison:
+    """Samples at or below zero: the shift relative to the baseline median."""
+    n, m = sizes
     scale = abs(median(base))
     if scale == 0.0:
         return Comparison(

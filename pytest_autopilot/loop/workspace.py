@@ -9,7 +9,6 @@ Commits are made with ``commit-tree`` so that the user's hooks and signing never
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,96 +20,38 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from pytest_autopilot.loop.gitcmd import GIT_LOCATION_VARS, IDENTITY, GitError, clean_environ, git
+from pytest_autopilot.loop.snapshot import GENERATED, SKIP_GENERATED
+from pytest_autopilot.loop.snapshot import snapshot_baseline as _snapshot_baseline
 from pytest_autopilot.names import EXPERIMENT_EXPECTED, is_experiment_name
+
+__all__ = [
+    "FILE_MODE",
+    "GENERATED",
+    "GITLINK_MODE",
+    "GIT_LOCATION_VARS",
+    "IDENTITY",
+    "SYMLINK_MODE",
+    "DiffEntry",
+    "GitError",
+    "InvalidEdit",
+    "Workspace",
+    "clean_environ",
+    "git",
+    "normalize_edit_path",
+    "validate_experiment",
+]
 
 _WORKTREE_LOCK = threading.RLock()
 """git's worktree bookkeeping (``.git/worktrees``, ``prune``) is not safe to run concurrently."""
-
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "pytest-autopilot",
-    "GIT_AUTHOR_EMAIL": "pytest-autopilot@localhost",
-    "GIT_COMMITTER_NAME": "pytest-autopilot",
-    "GIT_COMMITTER_EMAIL": "pytest-autopilot@localhost",
-}
-"""Candidate commits are the tool's work: they never depend on (or borrow) a user identity."""
-
-GIT_LOCATION_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_PREFIX",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_NAMESPACE",
-)
-"""Set when pytest runs inside a git hook; they would point our commands at the user's index."""
-
-GENERATED = ("**/__pycache__/**", "**/*.py[co]", "**/.pytest_cache/**", "**/.benchmarks/**")
-"""What Python, pytest and pytest-benchmark write while tests run (git globs): never part of a
-snapshot, even in a repository that does not ignore them, or every run would see other code
-than the last one and the bytecode would reach the user's branch through a merge."""
-_SKIP_GENERATED = tuple(f":(exclude,glob){pattern}" for pattern in GENERATED)
-_ONLY_GENERATED = tuple(f":(glob){pattern}" for pattern in GENERATED)
-
-_UNFINISHED = (
-    ("MERGE_HEAD", "merge"),
-    ("rebase-merge", "rebase"),
-    ("rebase-apply", "rebase"),
-    ("CHERRY_PICK_HEAD", "cherry-pick"),
-    ("REVERT_HEAD", "revert"),
-)
-"""Files git keeps while an operation waits for the user (``git rev-parse --git-path``)."""
 
 FILE_MODE = "100644"
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"
 
 
-class GitError(RuntimeError):
-    """A git command failed; the message holds the command and git's own words."""
-
-
 class InvalidEdit(ValueError):
     """An optimizer asked to write a path that cannot be in the repository."""
-
-
-def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment without the variables that relocate git."""
-    env = {k: v for k, v in os.environ.items() if k not in GIT_LOCATION_VARS}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    if extra:
-        env.update(extra)
-    return env
-
-
-def git(
-    args: Sequence[str],
-    cwd: Path,
-    *,
-    env: Mapping[str, str] | None = None,
-    input: str | None = None,
-    check: bool = True,
-) -> str:
-    """Run git and return its stdout without the trailing newline.
-
-    It runs in a session of its own, so that a Ctrl+C meant for pytest never stops git half-way
-    through writing a ref; the loop notices the interrupt between git commands instead. The
-    user's hooks never run (a post-checkout hook in every candidate worktree would be theirs
-    to pay for, and not theirs to expect).
-    """
-    proc = subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", *args],
-        cwd=cwd,
-        env=clean_environ(env),
-        input=input,
-        capture_output=True,
-        text=True,
-        start_new_session=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout.rstrip("\n")
 
 
 def validate_experiment(name: str, source: str) -> None:
@@ -346,73 +287,18 @@ class Workspace:
 
     # -- writing objects and refs -------------------------------------------------------------
 
+    def snapshot_baseline(self, message: str, exclude: Sequence[str] = ()) -> str:
+        """HEAD plus uncommitted changes, as a commit (see :func:`snapshot.snapshot_baseline`)."""
+        return _snapshot_baseline(self, message, exclude)
+
     @contextmanager
-    def _temp_index(self) -> Iterator[dict[str, str]]:
+    def temp_index(self) -> Iterator[dict[str, str]]:
         with tempfile.TemporaryDirectory(prefix="autopilot-index-") as tmp:
             yield {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
 
-    def snapshot_baseline(self, message: str, exclude: Sequence[str] = ()) -> str:
-        """The state the run starts from: HEAD plus uncommitted changes, as a commit.
-
-        Tracked changes and untracked files that are not ignored go in, through a copy of the
-        user's index (so unchanged files are not hashed again); the user's index is never
-        written. ``exclude`` (repository-relative) and :data:`GENERATED` files stay as HEAD has
-        them: the run's own output files and bytecode, which would otherwise make the next
-        run's baseline differ. A clean tree gives
-        HEAD itself, so the best branch fast-forwards from it.
-        """
-        self._refuse_unfinished_operation()
-        head = self.head_commit()
-        with self._temp_index() as env:
-            user_index = Path(self.git("rev-parse", "--git-path", "index"))
-            if not user_index.is_absolute():
-                user_index = self.repo / user_index
-            try:
-                if user_index.exists():
-                    shutil.copyfile(user_index, env["GIT_INDEX_FILE"])
-                self.git("add", "-A", "--", ".", *_SKIP_GENERATED, env=env)
-            except GitError:
-                Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
-                if head is not None:
-                    self.git("read-tree", head, env=env)
-                self.git("add", "-A", "--", ".", *_SKIP_GENERATED, env=env)
-            for pathspec in (*exclude, *_ONLY_GENERATED):  # as HEAD has them, even if staged
-                if head is not None:
-                    self.git("reset", "--quiet", head, "--", pathspec, env=env, check=False)
-                else:
-                    self.git(
-                        "rm",
-                        "--cached",
-                        "-r",
-                        "--quiet",
-                        "--ignore-unmatch",
-                        "--",
-                        pathspec,
-                        env=env,
-                    )
-            tree = self.git("write-tree", env=env)
-        if head is not None and self.tree_of(head) == tree:
-            return head
-        return self.commit(tree, [head] if head else [], message)
-
-    def _refuse_unfinished_operation(self) -> None:
-        """A tree in the middle of a merge, rebase or cherry-pick is no state to start from."""
-        for marker, operation in _UNFINISHED:
-            path = Path(self.git("rev-parse", "--git-path", marker))
-            if (path if path.is_absolute() else self.repo / path).exists():
-                raise pytest.UsageError(
-                    f"a {operation} is in progress in {self.repo}: finish it (or abort it with "
-                    f"`git {operation} --abort`) before --autopilot snapshots the tree"
-                )
-        if self.git("ls-files", "--unmerged"):
-            raise pytest.UsageError(
-                f"{self.repo} has unmerged paths (a conflict): resolve them before --autopilot "
-                "snapshots the tree"
-            )
-
     def build_tree(self, parent: str, edits: Mapping[str, str]) -> str:
         """The tree of ``parent`` with whole-file ``edits`` applied, without any checkout."""
-        with self._temp_index() as env:
+        with self.temp_index() as env:
             self.git("read-tree", parent, env=env)
             lines = []
             for raw_path, text in edits.items():
@@ -450,7 +336,7 @@ class Workspace:
                     target.unlink()
                 target.write_text(text)
             replaced = apply(worktree)
-            self.git("add", "-A", "--", ".", *_SKIP_GENERATED, cwd=worktree)
+            self.git("add", "-A", "--", ".", *SKIP_GENERATED, cwd=worktree)
             return self.git("write-tree", cwd=worktree), replaced
         finally:
             self.remove_worktree(worktree)
