@@ -88,9 +88,12 @@ class TimingLock:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        """Give the test's ``benchmark`` fixture the turn-taking timer (lockstep rounds)."""
+        """Give the test's ``benchmark`` fixture the turn-taking timer, when rounds alternate
+        (:data:`pytest_autopilot.lockstep.ROUNDS_ENV`); otherwise the whole test holds the lock."""
+        from pytest_autopilot.lockstep import by_rounds
+
         fixture = getattr(item, "funcargs", {}).get("benchmark")
-        if fixture is not None and hasattr(fixture, "_timer"):
+        if fixture is not None and hasattr(fixture, "_timer") and by_rounds():
             self.timer.reset()
             fixture._timer = self.timer
         return (yield)

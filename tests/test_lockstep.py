@@ -38,7 +38,7 @@ def test_step(benchmark):
 
 
 def session(
-    root: Path, label: str, lock: Path, log: Path, rounds: int, batch: str
+    root: Path, label: str, lock: Path, log: Path, rounds: int, batch: str, by: str = "rounds"
 ) -> subprocess.Popen[str]:
     folder = root / label
     folder.mkdir()
@@ -49,6 +49,7 @@ def session(
         timing.TIMING_LOCK_ENV: str(lock),
         "ROUNDS_LOG": str(log),
         lockstep.BATCH_ENV: batch,
+        lockstep.ROUNDS_ENV: by,
     }
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
     return subprocess.Popen(
@@ -69,6 +70,21 @@ def test_two_sessions_at_their_timing_tests_alternate_round_by_round(tmp_path: P
     labels = [line.split()[0] for line in log.read_text().splitlines()]
     assert sorted(labels) == ["a"] * 12 + ["b"] * 12
     assert sum(x != y for x, y in itertools.pairwise(labels)) == 23, "".join(labels)
+
+
+def test_by_default_whole_timing_tests_take_turns(tmp_path: Path) -> None:
+    """A benchmark working in the background between rounds (a prefetching pipeline) would
+    get its waits for free under round-by-round turns: by default a test keeps the lock."""
+    lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
+    batch.mkdir()
+    first = session(tmp_path, "a", lock, log, 12, f"{batch}|2", by="")
+    second = session(tmp_path, "b", lock, log, 12, f"{batch}|2", by="")
+    for proc in (first, second):
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    labels = [line.split()[0] for line in log.read_text().splitlines()]
+    assert sorted(labels) == ["a"] * 12 + ["b"] * 12
+    assert sum(x != y for x, y in itertools.pairwise(labels)) == 1, "".join(labels)
 
 
 def test_a_dead_waiter_never_blocks_a_hand_over(tmp_path: Path) -> None:
