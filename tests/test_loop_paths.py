@@ -64,9 +64,10 @@ def test_a_superseded_winner_is_reported_rejected_to_observers_and_everywhere(
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "autopilot: r1c1 x=1 loss 9 -> 4 (-56%) accepted",
+            # Accepted candidates are said once the round closes, with their final verdict.
+            "autopilot: r1c1 x=1 loss 9 -> 4 (-56%) rejected: passed acceptance, but r1c2 was "
+            "better*",
             "autopilot: r1c2 x=2 loss 9 -> 1 (-89%) accepted",
-            "autopilot: r1c1 passed acceptance too, but r1c2 is better: kept",
         ]
     )
     # Observers hear each verdict once, final: r1c1 never as "accepted".
@@ -160,8 +161,9 @@ def test_the_minutes_budget_running_out_mid_round_leaves_the_rest_unevaluated(
     assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "autopilot: r1c1 x=1 loss 9 -> 4 (-56%) accepted",
+            # r1c2's verdict is final at once; r1c1's accepted one when the round closes.
             "autopilot: r1c2 x=-1 failed: not evaluated: the time budget was spent",
+            "autopilot: r1c1 x=1 loss 9 -> 4 (-56%) accepted",
             "autopilot: experiment demo stopped: time budget spent (0.15 minutes) "
             "(1 rounds, 2 candidates, 1 accepted)",
         ]

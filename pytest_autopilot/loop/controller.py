@@ -146,6 +146,8 @@ class Controller:
         self.resumed = run.state is not None
         self.state = run.state or RunState.fresh(config.experiment, self._baseline_record())
         self.results: dict[str, SessionResult] = {}
+        self.unsaid: list[tuple[CandidateRecord, CandidateRecord]] = []
+        """Accepted candidates of the round and their reference: said once it closes."""
         self.judge = Judge(
             config,
             hook_acceptance(self.hook, config),
@@ -457,10 +459,15 @@ class Controller:
         done.append(record)
         self.state.add(record)
         self.save()
+        if record.verdict == "accepted":  # final, and said, only when the round closes
+            self.unsaid.append((record, reference))
+            return
+        self._say_decided(record, reference)
+        self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
+
+    def _say_decided(self, record: CandidateRecord, reference: CandidateRecord) -> None:
         racer = self.judge.racer
         self.output.live_line(record, reference, raced=racer is not None and racer.decided > 0)
-        if record.verdict != "accepted":  # final now; an accepted one only when the round closes
-            self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
 
     def _close_round(
         self, number: int, candidates: list[CandidateRecord], outcome: RoundDecision
@@ -484,6 +491,9 @@ class Controller:
         self.state.rounds_done = number
         self.store.record(RoundDone(number, self.state.incumbent.id, [c.id for c in accepted]))
         self.save()
+        for record, reference in self.unsaid:
+            self._say_decided(record, reference)
+        self.unsaid.clear()
         for record in accepted:
             self.hook.pytest_autopilot_candidate_done(candidate=frozen_copy(record))
         self.hook.pytest_autopilot_round_done(
@@ -498,7 +508,6 @@ class Controller:
         other.verdict, other.reason = decision.verdict, decision.reason
         self.candidates.file_ref(other)
         self.store.record(Superseded(other.id, best))
-        self.output.say(f"{other.id} passed acceptance too, but {best} is better: kept")
 
     def _load_result(self, cid: str) -> SessionResult:
         if cid in self.results:
