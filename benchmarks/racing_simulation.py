@@ -24,16 +24,23 @@ side-by-side pairs while the race says "more". Printed per noise level and bench
 - cost: mean measurements per candidate (a measurement is two sessions: with one candidate
   per round, ``2 * m`` child sessions per candidate).
 
-Usage: ``python benchmarks/racing_simulation.py [--quick] [--seed N]``
+``--pairs FILE`` replays *real* noise instead: the pairs of sessions of identical code that
+``lockstep_noise.py --save FILE`` measured through the real loop, drawn at random (either way
+round) for every measurement, the candidate's samples scaled by the win. Per condition of the
+file (quiet or loaded, benchmark length, how turns were taken) it prints the same columns.
+
+Usage: ``python benchmarks/racing_simulation.py [--quick] [--seed N] [--pairs FILE]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import median
 
 from pytest_autopilot import racing
@@ -121,6 +128,63 @@ def loop_run(
 
 WINS = {"2x": 0.5, "25%": 0.8, "10%": 1 / 1.1, "5%": 1 / 1.05}
 
+Sessions = tuple[list[float], list[float]]
+
+
+def replay_run(
+    rng: random.Random,
+    pool: list[Sessions],
+    factor: float,
+    candidates: int,
+    calibration: bool = False,
+) -> list[racing.Decision]:
+    """:func:`loop_run` on real pairs: each measurement is a pair drawn from ``pool``."""
+    if calibration:
+        racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
+    else:
+        racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
+    decisions = []
+    for _ in range(candidates):
+        pairs: list[racing.Pair] = []
+        while True:
+            inc, cand = rng.choice(pool)
+            if rng.random() < 0.5:
+                inc, cand = cand, inc
+            observed = racing.pair(
+                Metric("t", median(inc), samples=inc),
+                Metric("t", median(cand) * factor, samples=[x * factor for x in cand]),
+            )
+            assert observed is not None
+            pairs.append(observed)
+            decision = racer.decide(pairs)
+            if decision.verdict != "more":
+                racer.finished(pairs)
+                decisions.append(decision)
+                break
+    return decisions
+
+
+def replay_cell(pool: list[Sessions], seed: int, null_runs: int, win_runs: int) -> list[str]:
+    rng = random.Random(seed)
+    kept, total, any_kept, measurements = 0, 0, 0, 0
+    for _ in range(null_runs):
+        decisions = replay_run(rng, pool, 1.0, 100)
+        hits = sum(d.verdict == "keep" for d in decisions)
+        kept += hits
+        any_kept += hits > 0
+        total += len(decisions)
+        measurements += sum(d.measurements for d in decisions)
+    row = [f"{kept}/{total}", f"{any_kept}/{null_runs}"]
+    calibrated = [d for _ in range(win_runs) for d in replay_run(rng, pool, 1.0, 40, True)]
+    row.append(f"{100 * sum(d.verdict == 'keep' for d in calibrated) / len(calibrated):.1f}%")
+    for factor in WINS.values():
+        decisions = [d for _ in range(win_runs) for d in replay_run(rng, pool, factor, 40)]
+        row.append(f"{100 * sum(d.verdict == 'keep' for d in decisions) / len(decisions):.0f}%")
+        measurements += sum(d.measurements for d in decisions)
+        total += len(decisions)
+    row.append(f"{measurements / total:.2f}")
+    return row
+
 
 def cell(noise: Noise, rounds: int, seed: int, null_runs: int, win_runs: int) -> list[str]:
     rng = random.Random(seed)
@@ -148,12 +212,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs per cell")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pairs", type=Path, help="replay the real pairs in this file")
     args = parser.parse_args()
     null_runs, win_runs = (4, 2) if args.quick else (40, 10)
     header = ["noise", "rounds", "A/A kept", "runs any", "A/A@5%", *WINS, "meas/cand"]
     widths = [7, 7, 11, 9, 8, 6, 6, 6, 6, 10]
-    print("".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     started = time.perf_counter()
+    if args.pairs is not None:
+        columns = list(zip(header[2:], widths[2:], strict=True))
+        print(f"{'real pairs':44}" + "".join(h.rjust(w) for h, w in columns))
+        for condition, pool in json.loads(args.pairs.read_text()).items():
+            if pool:
+                row = replay_cell([tuple(p) for p in pool], args.seed, null_runs, win_runs)
+                cells = zip(row, widths[2:], strict=True)
+                print(f"{condition:44}" + "".join(c.rjust(w) for c, w in cells))
+        print(f"({null_runs} runs of 100 no-ops, {win_runs} runs of 40 per win size, per "
+              f"condition, seed {args.seed}; {time.perf_counter() - started:.0f} s)")  # fmt: skip
+        return
+    print("".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for name, noise in (("quiet", QUIET), ("loaded", LOADED)):
         for rounds in (5, 12, 50):
             row = [name, str(rounds), *cell(noise, rounds, args.seed, null_runs, win_runs)]

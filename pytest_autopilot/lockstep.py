@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROUNDS_ENV = "PYTEST_AUTOPILOT_LOCKSTEP"
-"""Set to ``rounds`` to alternate round by round; by default whole timing tests alternate.
+"""Set to ``tests`` to alternate whole timing tests; by default sessions alternate rounds.
 
-Round-by-round turns are only honest for benchmarks that do nothing between rounds. A
-workload that runs in the background (an SPDL pipeline prefetching into its queues, a
-thread pool) keeps working while its session waits for its turn, so the next rounds find
-their results ready and measure the dequeue, not the work: the demo's loader measured 0.09x
-its own CPU lower bound that way. Whole-test turns (the timing lock alone) have no such
-bias, so they are the default."""
+Round-by-round turns would flatter a workload that runs in the background between rounds
+(an SPDL pipeline prefetching into its queues, a thread pool): while its session waited for
+its turn it kept working, and its next rounds found their results ready (the demo's loader
+once measured 0.09x its own CPU lower bound that way). A waiting session the loop started is
+therefore *frozen* (SIGSTOP, every thread) while another session's round runs, and thawed
+(SIGCONT) when its turn comes: its background work stops with it."""
 
 MAX_HANDOVER = 2.0
 """Longest a session waits for a waiting session to take its round, in seconds."""
@@ -59,9 +60,24 @@ MAX_BATCH_WAIT = 10.0
 
 
 class Turns:
-    """The turn-taking state next to the timing lock file ``path``, for one process."""
+    """The turn-taking state next to the timing lock file ``path``, for one process.
 
-    def __init__(self, path: str, fd: int, flock: Callable[[int, int], None], ex: int, un: int):
+    ``freezable``: this process may be frozen (SIGSTOP) while it waits and another session
+    holds the lock, and says so in ``<lock>.freezable/<pid>`` (with its start time, so a
+    recycled pid is never stopped). Only sessions the loop started are: never the user's own
+    session, which a shell with job control would report as stopped.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        fd: int,
+        flock: Callable[[int, int], None],
+        ex: int,
+        un: int,
+        *,
+        freezable: bool = False,
+    ) -> None:
         self.fd = fd
         self._flock = flock
         self._ex, self._un = ex, un
@@ -69,7 +85,18 @@ class Turns:
         self.turn_path = Path(path + ".turn")
         self.waiting_dir = Path(path + ".waiting")
         self.waiting_dir.mkdir(exist_ok=True)
+        self.freezable_dir = Path(path + ".freezable")
+        self.freezable_dir.mkdir(exist_ok=True)
         self.taken_at = 0.0
+        self.frozen: list[int] = []
+        """Waiting sessions this one stopped while it holds the lock; thawed before it lets go."""
+        self._freezable = False
+        if freezable:
+            started = _start_time(self.pid)
+            if started is not None:
+                with contextlib.suppress(OSError):
+                    (self.freezable_dir / str(self.pid)).write_text(started)
+                    self._freezable = True
 
     def acquire(self, *, start_of_test: bool = False) -> None:
         """Take the lock exclusively, saying so while waiting; then record the turn.
@@ -87,6 +114,26 @@ class Turns:
         if start_of_test:
             self.taken_at = 0.0
 
+    def release(self, shared: int) -> None:
+        """The timing test is over: thaw whoever this session froze, hold the lock ``shared``.
+
+        A session still waiting for its rounds takes the lock first: this one waits for it
+        to have done so before asking for the shared lock, which then waits for that timing
+        test to end. Otherwise what this session does next (the next tests, its exit) would
+        run beside the other's last rounds, or hold it off until this session has ended.
+        """
+        self.thaw()
+        if not self.others_waiting():
+            self._flock(self.fd, shared)
+            return
+        self._flock(self.fd, self._un)
+        deadline = time.monotonic() + MAX_HANDOVER
+        while time.monotonic() < deadline and self._last_turn() == self.pid:
+            if not self.others_waiting():
+                break
+            time.sleep(_POLL)
+        self._flock(self.fd, shared)
+
     def hand_over(self) -> None:
         """Held exclusively: let one waiting session take a round, then take the lock back.
 
@@ -101,6 +148,7 @@ class Turns:
         marker = self.waiting_dir / str(self.pid)
         marker.touch()
         try:
+            self.thaw()
             self._flock(self.fd, self._un)
             deadline = time.monotonic() + MAX_HANDOVER
             while time.monotonic() < deadline and self._last_turn() == self.pid:
@@ -113,6 +161,10 @@ class Turns:
         self._record_turn()
 
     def others_waiting(self) -> bool:
+        return bool(self._waiters())
+
+    def _waiters(self) -> list[int]:
+        waiters = []
         for entry in self.waiting_dir.iterdir():
             try:
                 pid = int(entry.name)
@@ -121,14 +173,43 @@ class Turns:
             if pid == self.pid:
                 continue
             if _alive(pid):
-                return True
-            entry.unlink(missing_ok=True)
-        return False
+                waiters.append(pid)
+            else:
+                entry.unlink(missing_ok=True)
+                (self.freezable_dir / entry.name).unlink(missing_ok=True)
+        return waiters
+
+    def freeze_waiters(self) -> None:
+        """Stop every waiting session the loop started (held exclusively): a pipeline that
+        prefetches in the background must not work while it waits for its turn."""
+        for pid in self._waiters():
+            if pid in self.frozen:
+                continue
+            try:
+                started = (self.freezable_dir / str(pid)).read_text()
+            except OSError:
+                continue
+            if started and started == _start_time(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+                    self.frozen.append(pid)
+
+    def thaw(self) -> None:
+        for pid in self.frozen:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+        self.frozen = []
+
+    def close(self) -> None:
+        self.thaw()
+        if self._freezable:
+            (self.freezable_dir / str(self.pid)).unlink(missing_ok=True)
 
     def _record_turn(self) -> None:
         self.taken_at = time.monotonic()
         with contextlib.suppress(OSError):
             self.turn_path.write_text(str(self.pid))
+        self.freeze_waiters()
 
     def _last_turn(self) -> int | None:
         try:
@@ -137,12 +218,92 @@ class Turns:
             return None
 
 
-class TurnTimer:
-    """A pytest-benchmark timer that takes turns at the start of every round."""
+class CpuPin:
+    """Runs this session's benchmark rounds on the one CPU every lockstep session uses.
 
-    def __init__(self, turns: Turns, clock: Callable[[], float] = time.perf_counter) -> None:
+    On a virtual machine each virtual CPU has its own speed of the moment (the host's load on
+    it, its frequency after idling): two sessions of identical code whose rounds alternate on
+    *different* CPUs were seen to differ by 1.8x for whole stretches, the same two on one CPU
+    by a few percent, round by round. So the thread that runs the rounds is pinned to the CPU
+    named in ``<lock>.cpu`` (the first session picks the highest one it may use) while its
+    timing test runs. Threads that appear meanwhile (a pool a pipeline starts) would inherit
+    the pin; they are given back the thread's own CPUs after each round, and the thread its
+    own at the end of the test. Nothing happens with a single CPU or without
+    ``sched_setaffinity``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.cpu_path = Path(path + ".cpu")
+        self.original: set[int] | None = None
+        self.known: set[str] = set()
+
+    def _shared_cpu(self, allowed: set[int]) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            cpu = int(self.cpu_path.read_text())
+            return cpu if cpu in allowed else None
+        cpu = max(allowed)
+        with contextlib.suppress(OSError):
+            self.cpu_path.write_text(str(cpu))
+        return cpu
+
+    def pin(self) -> None:
+        if self.original is not None or not hasattr(os, "sched_setaffinity"):
+            return
+        allowed = set(os.sched_getaffinity(0))
+        cpu = self._shared_cpu(allowed) if len(allowed) > 1 else None
+        if cpu is None:
+            return
+        self.known = _threads()
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            return
+        self.original = allowed
+
+    def release_new_threads(self) -> None:
+        """Threads started since :meth:`pin` get the CPUs the pinned thread had."""
+        if self.original is None:
+            return
+        now = _threads()
+        for tid in now - self.known:
+            with contextlib.suppress(OSError, ValueError):
+                os.sched_setaffinity(int(tid), self.original)
+        self.known = now
+
+    def unpin(self) -> None:
+        if self.original is None:
+            return
+        self.release_new_threads()
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, self.original)
+        self.original = None
+
+
+def _threads() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:
+        return set()
+
+
+class TurnTimer:
+    """A pytest-benchmark timer that takes turns at the start of every round.
+
+    With ``alternate`` off (:data:`ROUNDS_ENV` ``tests``) it only pins the rounds' CPU.
+    """
+
+    def __init__(
+        self,
+        turns: Turns,
+        clock: Callable[[], float] = time.perf_counter,
+        pin: CpuPin | None = None,
+        *,
+        alternate: bool = True,
+    ) -> None:
         self.turns = turns
         self.clock = clock
+        self.pin = pin
+        self.alternate = alternate
         self.rounds = 0
         self._in_round = False
 
@@ -152,8 +313,13 @@ class TurnTimer:
         if self._in_round:
             now = self.clock()
             self._in_round = False
+            if self.pin is not None:
+                self.pin.release_new_threads()
             return now
-        self.turns.hand_over()
+        if self.pin is not None:
+            self.pin.pin()
+        if self.alternate:
+            self.turns.hand_over()
         self.rounds += 1
         self._in_round = True
         return self.clock()
@@ -161,6 +327,12 @@ class TurnTimer:
     def reset(self) -> None:
         """A new test: a round the last one left open (its target raised) is over."""
         self._in_round = False
+
+    def finish(self) -> None:
+        """The test is over: its thread gets its own CPUs back."""
+        self._in_round = False
+        if self.pin is not None:
+            self.pin.unpin()
 
 
 def _alive(pid: int) -> bool:
@@ -173,9 +345,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (field 22 of ``/proc/<pid>/stat``): a pid and this name one
+    process, never a later one that reused the pid. ``None`` without ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
 def by_rounds() -> bool:
-    """Whether this session takes turns round by round (:data:`ROUNDS_ENV`)."""
-    return os.environ.get(ROUNDS_ENV, "") == "rounds"
+    """Whether this session takes turns round by round (:data:`ROUNDS_ENV`; the default)."""
+    return os.environ.get(ROUNDS_ENV, "") != "tests"
 
 
 def join_batch() -> Callable[[], None] | None:

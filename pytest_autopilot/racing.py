@@ -81,9 +81,6 @@ PRIOR_BETWEEN = 2 * 0.015**2
 PRIOR_DF = 6.0
 """How many observations the prior is worth; the run's own data outweighs it quickly."""
 
-NULL_WEIGHT = 6.0
-"""Most observations the null pairs' between estimate is worth beside the replicates'."""
-
 ROUND_PRIOR_DF = 8.0
 """The df the run's pooled round scatter lends a pair's own (:meth:`NoisePool.moderated`)."""
 
@@ -180,32 +177,30 @@ class NoisePool:
     """The *between* part of a paired log-ratio's variance, pooled over the whole run.
 
     A pair's variance is its within part (what its sessions' samples show) plus a between
-    part no session can see from inside (process layout, the load of the moment). Every
-    observation with a known mean adds its squares *minus their expected within part*
-    (:meth:`moderated`), and its degrees of freedom:
+    part no session can see from inside: two processes of identical code, their rounds
+    alternating on one CPU, still differ for their whole life (memory placement, the host's
+    other work), by about 2% typically and by 10-20% now and then on a busy virtual machine
+    (``benchmarks/lockstep_noise.py``). Only sessions of identical code side by side show it:
+    a candidate's repeated pairs, whose spread around their own mean, less ``(k - 1) / k`` of
+    their within parts (:meth:`moderated`), is an estimate with ``k - 1`` df. A weak prior
+    (:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF` observations) stands in until the run has
+    repeated some candidates, and is soon outweighed.
 
-    - a candidate's repeated pairs, their spread around their own mean less ``(k - 1) / k`` of
-      their within parts (``k - 1`` df). Each is a lockstep pair, like the pairs it judges:
-      these are the data;
-    - a null pair (the incumbent's sessions of two rounds), ``d^2 - within`` (1 df). Its two
-      sessions ran minutes apart, so it also carries the drift between them: it overstates the
-      between part of a lockstep pair, never hides it. With the prior it is the replicates'
-      prior, worth at most :data:`NULL_WEIGHT` observations, so a run that has repeated few
-      candidates stays conservative and one that has repeated many learns the lockstep truth.
+    The incumbent's sessions of two rounds are *not* used: they ran minutes apart, and on a
+    virtual machine the speed of the moment changes by tens of percent over seconds (a CPU
+    waking from idle runs at half speed for tens of milliseconds), which a lockstep pair
+    cancels and such a pair would add.
     """
 
     replicate_excess: float = 0.0
     """Replicates' squares less their within parts: lockstep pairs, the between term itself."""
     replicate_df: float = 0.0
-    null_excess: float = 0.0
-    null_df: float = 0.0
     round_squares: float = 0.0
     """Per-round variance of paired log-ratios (``within * rounds``) times its df, summed."""
     round_df: float = 0.0
 
     def add_rounds(self, pairs: Sequence[Pair]) -> None:
-        """How much the rounds of paired sessions scatter, pooled: decided candidates' pairs
-        and null pairs (whose sessions, from two rounds, scatter more: that only overstates)."""
+        """How much the rounds of paired sessions scatter, pooled over decided candidates."""
         for p in pairs:
             if p.rounds and math.isfinite(p.df):
                 self.round_squares += p.within * p.rounds * p.df
@@ -215,24 +210,16 @@ class NoisePool:
         """``observed``'s within variance and df, moderated by the run's pooled round scatter.
 
         As in limma's moderated t (Smyth 2004): the pair's own estimate (``df`` from its
-        rounds) and the run's pooled one (worth :data:`ROUND_PRIOR_DF`, once the run has pooled
-        that many) are averaged by their df, and the result has their summed df. Five rounds
+        rounds) and the run's pooled one (worth what the run has pooled, at most
+        :data:`ROUND_PRIOR_DF`) are averaged by their df, and the result has their summed df. Five rounds
         alone give 2 df; with the run's earlier pairs they give a usable interval.
         """
-        if not observed.rounds or not math.isfinite(observed.df):
+        if not observed.rounds or not math.isfinite(observed.df) or self.round_df <= 0.0:
             return observed.within, observed.df
-        if self.round_df < ROUND_PRIOR_DF:
-            return observed.within, observed.df
-        prior_df = ROUND_PRIOR_DF
+        prior_df = min(self.round_df, ROUND_PRIOR_DF)
         prior = self.round_squares / self.round_df / observed.rounds
         df = observed.df + prior_df
         return (observed.df * observed.within + prior_df * prior) / df, df
-
-    def add_null(self, observed: Pair) -> None:
-        """A pair of identical code (e.g. the incumbent measured twice): its mean is 0."""
-        self.add_rounds([observed])
-        self.null_excess += observed.log_ratio**2 - self.moderated(observed)[0]
-        self.null_df += 1.0
 
     def add_replicates(self, pairs: Sequence[Pair]) -> None:
         """Repeated pairs of one candidate: their spread around their mean, ``k - 1`` df."""
@@ -244,23 +231,12 @@ class NoisePool:
         self.replicate_excess += spread - (k - 1) / k * sum(self.moderated(p)[0] for p in pairs)
         self.replicate_df += k - 1.0
 
-    def null_between(self) -> float:
-        """The between variance the null pairs show, with the prior: an upper estimate."""
-        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.null_excess) / (PRIOR_DF + self.null_df)
-        return max(pooled, 0.0)
-
-    @property
-    def null_weight(self) -> float:
-        return min(PRIOR_DF + self.null_df, NULL_WEIGHT)
-
     def between(self) -> float:
-        """The pooled between variance of one pair, never below zero.
-
-        The lockstep replicates are the data; the null pairs' estimate, worth at most
-        :data:`NULL_WEIGHT` observations, is their prior.
-        """
-        w = self.null_weight
-        pooled = (w * self.null_between() + self.replicate_excess) / (w + self.replicate_df)
+        """The pooled between variance of one pair: the prior and the replicates by their
+        df, never below zero."""
+        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.replicate_excess) / (
+            PRIOR_DF + self.replicate_df
+        )
         return max(pooled, 0.0)
 
     def variance(self, within: float) -> float:
@@ -269,22 +245,13 @@ class NoisePool:
 
     @property
     def total_df(self) -> float:
-        """Degrees of freedom of :meth:`between`, from its variance (``2 B^2 / Var(B)``).
-
-        The null pairs' estimate brings its own df (it is precise, only biased upward), the
-        replicates theirs, each weighted as in :meth:`between`.
-        """
-        w, r = self.null_weight, self.replicate_df
-        b, nb = self.between(), self.null_between()
-        spread = (w * w * 2.0 * nb * nb / (PRIOR_DF + self.null_df) + 2.0 * r * b * b) / (
-            w + r
-        ) ** 2
-        return 2.0 * b * b / spread if spread > 0.0 else PRIOR_DF + self.null_df + r
+        """Degrees of freedom of :meth:`between`: the prior's and the replicates'."""
+        return PRIOR_DF + self.replicate_df
 
     @property
     def df(self) -> float:
-        """Every repeated measurement the pool holds: null pairs and replicates."""
-        return self.null_df + self.replicate_df
+        """Every repeated measurement the pool holds."""
+        return self.replicate_df
 
     def describe(self) -> str:
         noise = math.sqrt(self.between() / 2.0) * 100.0
@@ -450,12 +417,7 @@ def _percent(ratio: float) -> str:
 
 
 class Racer:
-    """The run's race: its plan, its pooled noise, and the sessions of the incumbent it saw.
-
-    Every new session of a commit the incumbent had measured before (a round's re-measurement,
-    the incumbent's side of a repeated pair) is compared with the previous one: identical
-    code, so the pair is a free observation of the noise (:meth:`NoisePool.add_null`).
-    """
+    """The run's race: its plan and its pooled noise."""
 
     def __init__(self, goal: Goal, min_effect: float, plan: RacePlan) -> None:
         self.goal: Goal = goal
@@ -464,19 +426,6 @@ class Racer:
         self.pool = NoisePool()
         self.decided = 0
         """How many candidates the race decided (none when the objective has no samples)."""
-        self._last: dict[str, Metric] = {}
-
-    def observe_incumbent(self, commit: str, metric: Metric | None) -> None:
-        if metric is None:
-            return
-        previous = self._last.get(commit)
-        if previous == metric:
-            return  # the same session seen again (e.g. the winner's, as the next incumbent)
-        if previous is not None:
-            null = pair(previous, metric)
-            if null is not None:
-                self.pool.add_null(null)
-        self._last = {commit: metric}
 
     def decide(self, pairs: Sequence[Pair]) -> Decision:
         return decide(pairs, self.goal, self.min_effect, self.pool, self.plan)

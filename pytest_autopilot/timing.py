@@ -54,13 +54,20 @@ class TimingLock:
     def __init__(self, path: str, before_first: Callable[[], None] | None = None) -> None:
         import fcntl  # POSIX only: elsewhere register() does not get here
 
-        from pytest_autopilot.lockstep import Turns, TurnTimer
+        from pytest_autopilot.lockstep import CpuPin, Turns, TurnTimer, by_rounds
 
         self._fcntl = fcntl
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(self.fd, fcntl.LOCK_SH)
-        self.turns = Turns(path, self.fd, fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN)
-        self.timer = TurnTimer(self.turns)
+        self.turns = Turns(
+            path,
+            self.fd,
+            fcntl.flock,
+            fcntl.LOCK_EX,
+            fcntl.LOCK_UN,
+            freezable=bool(os.environ.get(CHILD_ENV)),
+        )
+        self.timer = TurnTimer(self.turns, pin=CpuPin(path), alternate=by_rounds())
         if before_first is None and os.environ.get(CHILD_ENV):
             from pytest_autopilot.lockstep import join_batch
 
@@ -84,16 +91,16 @@ class TimingLock:
         try:
             return (yield)
         finally:
-            self._fcntl.flock(self.fd, self._fcntl.LOCK_SH)
+            self.timer.finish()
+            self.turns.release(self._fcntl.LOCK_SH)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        """Give the test's ``benchmark`` fixture the turn-taking timer, when rounds alternate
-        (:data:`pytest_autopilot.lockstep.ROUNDS_ENV`); otherwise the whole test holds the lock."""
-        from pytest_autopilot.lockstep import by_rounds
-
+        """Give the test's ``benchmark`` fixture the turn-taking timer: it pins the rounds'
+        CPU and, unless whole tests alternate (:data:`pytest_autopilot.lockstep.ROUNDS_ENV`),
+        hands the lock over between rounds."""
         fixture = getattr(item, "funcargs", {}).get("benchmark")
-        if fixture is not None and hasattr(fixture, "_timer") and by_rounds():
+        if fixture is not None and hasattr(fixture, "_timer"):
             self.timer.reset()
             fixture._timer = self.timer
         return (yield)
@@ -103,6 +110,7 @@ class TimingLock:
 
     def close(self) -> None:
         if self.fd >= 0:
+            self.turns.close()
             os.close(self.fd)
             self.fd = -1
 

@@ -41,7 +41,7 @@ def test_a_2x_win_is_kept_by_its_first_measurement_next_to_the_incumbents() -> N
     assert decision.reason.startswith("t -50.")
     assert "1 measurement): clearly better by more than 2%" in decision.reason
     assert fake.calls == [["r1i", "r1c1"]]
-    assert j.racer is not None and j.racer.pool.df == 1  # the incumbent measured twice
+    assert j.racer is not None and j.racer.decided == 1
 
 
 def test_a_no_op_and_a_loser_are_dropped_by_their_first_measurement() -> None:

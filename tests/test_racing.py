@@ -44,10 +44,7 @@ def sessions(
 def race(
     rng: random.Random, racer: racing.Racer, factor: float, rounds: int, **noise: float
 ) -> racing.Decision:
-    """One candidate through the race, with a null observation (the incumbent twice) first."""
-    first, again = sessions(rng, [1.0, 1.0], rounds, **noise)
-    racer.observe_incumbent("inc", first)
-    racer.observe_incumbent("inc", again)
+    """One candidate through the race: side-by-side pairs until it is decided."""
     pairs: list[racing.Pair] = []
     while True:
         incumbent, candidate = sessions(rng, [1.0, factor], rounds, **noise)
@@ -104,11 +101,14 @@ def test_a_quarter_faster_is_kept_under_load_and_ten_percent_when_quiet() -> Non
 def test_the_pooled_noise_is_what_the_sessions_show() -> None:
     rng = random.Random(3)
     pool = racing.NoisePool()
-    for _ in range(400):
-        a, b = sessions(rng, [1.0, 1.0], 50, between=0.03, drift=0.0, outliers=0.0)
-        observed = racing.pair(a, b)
-        assert observed is not None
-        pool.add_null(observed)
+    for _ in range(200):
+        replicates = []
+        for _ in range(3):
+            a, b = sessions(rng, [1.0, 1.0], 50, between=0.03, drift=0.0, outliers=0.0)
+            observed = racing.pair(a, b)
+            assert observed is not None
+            replicates.append(observed)
+        pool.add_replicates(replicates)
     assert pool.between() == pytest.approx(2 * 0.03**2, rel=0.2)
     assert pool.variance(1e-4) == pytest.approx(pool.between() + 1e-4)
 
@@ -177,18 +177,20 @@ def test_t_quantile_matches_the_tables(p: float, df: float, expected: float) -> 
     assert racing.t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
 
 
-def test_lockstep_replicates_outweigh_null_pairs_that_span_two_rounds() -> None:
-    """Null pairs run minutes apart overstate the between part; the replicates, lockstep like
-    the pairs judged, are the data and pull the estimate down to what they show."""
+def test_the_prior_is_soon_outweighed_by_what_the_replicates_show() -> None:
+    """The prior stands in for the between part until candidates have been repeated; then
+    the run's own lockstep replicates decide it, however far the prior was."""
     rng = random.Random(5)
     pool = racing.NoisePool()
-    for _ in range(40):
-        pool.add_null(racing.Pair(rng.gauss(0.0, 0.04), 0.0))
-    assert pool.between() == pytest.approx(0.04**2, rel=0.4)
+    assert pool.between() == pytest.approx(racing.PRIOR_BETWEEN)
     for _ in range(60):
         pool.add_replicates([racing.Pair(rng.gauss(0.0, 0.01), 0.0) for _ in range(3)])
-    assert 0.01**2 < pool.between() < 2.5 * 0.01**2  # the nulls' prior: 6 of 126 df
-    assert pool.total_df > 60
+    assert 0.5 * 0.01**2 < pool.between() < 1.5 * 0.01**2 + racing.PRIOR_BETWEEN * 6 / 126
+    assert pool.total_df == racing.PRIOR_DF + 120
+    big = racing.NoisePool()
+    for _ in range(60):
+        big.add_replicates([racing.Pair(rng.gauss(0.0, 0.1), 0.0) for _ in range(3)])
+    assert big.between() > 0.5 * 0.1**2
 
 
 def test_welch_satterthwaite_df_follow_the_term_that_dominates() -> None:

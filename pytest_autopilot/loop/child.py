@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -35,7 +36,7 @@ from pytest_autopilot.loop.executor import (
     timeout_reason,
 )
 from pytest_autopilot.loop.journal import ExperimentStore, note_child
-from pytest_autopilot.loop.process import kill_group, same_scheduling_group
+from pytest_autopilot.loop.process import kill_group, same_scheduling_group, signal_group
 from pytest_autopilot.loop.workspace import Workspace, clean_environ
 from pytest_autopilot.timing import TIMING_LOCK_ENV, default_lock_path
 
@@ -317,6 +318,9 @@ class LocalExecutor:
                 kill_group(proc, wait=False)  # whatever the session left running
                 with self._lock:
                     self._running.pop(proc.pid, None)
+                    others = list(self._running)
+                for pid in others:  # a session that died holding the timing lock froze them
+                    signal_group(pid, signal.SIGCONT)
                 note.unlink(missing_ok=True)
 
     def cancel(self) -> None:

@@ -92,6 +92,8 @@ class Decision:
     """The candidate's own evaluation; None when it was not evaluated."""
     measurements: list[Evaluation] = field(default_factory=list)
     """Further measurements taken to decide (the confirmation of a sampled objective)."""
+    pairs: list[racing.Pair] = field(default_factory=list)
+    """The racer's paired measurements so far (none when the policy decided)."""
 
     @property
     def result(self) -> SessionResult | None:
@@ -151,9 +153,6 @@ class Judge:
         incumbent, result = reference.record, reference.result
         if fresh.result is None:
             return Reference(incumbent, result, fresh)
-        if self.racer is not None:
-            self.racer.observe_incumbent(str(incumbent.commit), self._objective(result))
-            self.racer.observe_incumbent(str(incumbent.commit), self._objective(fresh.result))
         record = dataclasses.replace(incumbent, metrics=fresh.result.metrics)
         return Reference(record, fresh.result, fresh)
 
@@ -175,7 +174,7 @@ class Judge:
         for the win too. Candidates left when ``out_of_time`` turns true are not evaluated.
         """
         decisions: list[Decision] = []
-        for start in range(0, len(candidates), self.parallel):
+        for index, start in enumerate(range(0, len(candidates), self.parallel)):
             chunk = candidates[start : start + self.parallel]
             if out_of_time():
                 for record in candidates[start:]:
@@ -188,18 +187,29 @@ class Judge:
             jobs = [(r.id, str(r.commit)) for r in chunk]
             pending = reference.pending
             if pending is not None:
-                jobs.insert(0, (pending, str(reference.record.commit)))
+                label = pending if index == 0 else f"{pending}{index + 1}"
+                jobs.insert(0, (label, str(reference.record.commit)))
             evaluations = self.measure(jobs)
+            beside = reference
+            fresh: Evaluation | None = None
             if pending is not None:
                 fresh = evaluations.pop(0)
                 if fresh.status == "interrupted":
                     raise Interrupted
-                reference = self._fresh(reference, fresh)
+                beside = self._fresh(reference, fresh)
+            raced: list[tuple[Decision, list[racing.Pair]]] = []
+            chunk_decisions = []
             for record, evaluation in zip(chunk, evaluations, strict=True):
-                decision = self.decide(record, evaluation, reference, incumbent)
-                if pending is not None:
+                decision = self.decide(record, evaluation, beside, incumbent)
+                if fresh is not None:
                     decision.measurements.insert(0, fresh)
-                    pending = None
+                    fresh = None
+                if decision.pairs:
+                    raced.append((decision, decision.pairs))
+                chunk_decisions.append(decision)
+            if raced and self.racer is not None:
+                self.race(self.racer, raced, incumbent)
+            for decision in chunk_decisions:
                 decisions.append(decision)
                 decided(decision)
         accepted = [d.record for d in decisions if d.verdict == "accepted"]
@@ -230,9 +240,7 @@ class Judge:
                 self._objective(reference.result), self._objective(evaluation.result)
             )
             if first is not None:
-                decision = Decision(record, "rejected", "", evaluation)
-                self.race(self.racer, decision, first, incumbent)
-                return decision
+                return Decision(record, "rejected", "", evaluation, pairs=[first])
         accepted, reason = self.accept(measured, reference.record)
         decision = Decision(record, "accepted" if accepted else "rejected", reason, evaluation)
         if accepted and self.sampled(measured, reference.record):
@@ -242,41 +250,48 @@ class Judge:
     def race(
         self,
         racer: racing.Racer,
-        decision: Decision,
-        first: racing.Pair,
+        raced: Sequence[tuple[Decision, list[racing.Pair]]],
         incumbent: CandidateRecord,
     ) -> None:
-        """Measure the candidate and the incumbent again, side by side, until the racer
-        keeps or drops it; the verdict and the reason (estimate, interval, measurements,
-        why it stopped) go into ``decision``."""
+        """Measure the undecided candidates again, all beside one new session of the
+        incumbent (their timing tests in lockstep), until the racer keeps or drops each; the
+        verdict and the reason (estimate, interval, measurements, why it stopped) go into
+        each decision."""
         name = self.objective.metric
-        pairs = [first]
-        verdict = racer.decide(pairs)
-        while verdict.verdict == "more":
-            label = f"{decision.record.id}-m{len(pairs) + 1}"
-            again, base = self.measure(
-                [
-                    (label, str(decision.record.commit)),
-                    (f"{label}-incumbent", str(incumbent.commit)),
-                ]
-            )
-            decision.measurements += [again, base]
-            if "interrupted" in (again.status, base.status):
+        verdicts = {id(d): racer.decide(pairs) for d, pairs in raced}
+        while True:
+            undecided = [(d, p) for d, p in raced if verdicts[id(d)].verdict == "more"]
+            if not undecided:
+                break
+            first, pairs = undecided[0]
+            label = f"{first.record.id}-m{len(pairs) + 1}"
+            jobs = [(f"{d.record.id}-m{len(p) + 1}", str(d.record.commit)) for d, p in undecided]
+            jobs.append((f"{label}-incumbent", str(incumbent.commit)))
+            *again, base = self.measure(jobs)
+            if "interrupted" in (base.status, *(a.status for a in again)):
                 raise Interrupted
-            if again.result is None or base.result is None:
-                decision.reason = f"{name} {verdict.describe()}; then a re-measurement failed"
-                return
-            inc_metric = self._objective(base.result)
-            racer.observe_incumbent(str(incumbent.commit), inc_metric)
-            more = racing.pair_metrics(inc_metric, self._objective(again.result))
-            if more is None:
-                decision.reason = f"{name} {verdict.describe()}; then it was not measured"
-                return
-            pairs.append(more)
-            verdict = racer.decide(pairs)
-        racer.finished(pairs)
-        decision.verdict = "accepted" if verdict.verdict == "keep" else "rejected"
-        decision.reason = f"{name} {verdict.describe()}"
+            inc_metric = None if base.result is None else self._objective(base.result)
+            for (decision, pairs), evaluation in zip(undecided, again, strict=True):
+                decision.measurements += [evaluation, base]
+                verdict = verdicts[id(decision)]
+                if evaluation.result is None or base.result is None:
+                    decision.reason = f"{name} {verdict.describe()}; then a re-measurement failed"
+                    verdicts[id(decision)] = dataclasses.replace(verdict, verdict="failed")
+                    continue
+                more = racing.pair_metrics(inc_metric, self._objective(evaluation.result))
+                if more is None:
+                    decision.reason = f"{name} {verdict.describe()}; then it was not measured"
+                    verdicts[id(decision)] = dataclasses.replace(verdict, verdict="failed")
+                    continue
+                pairs.append(more)
+                verdicts[id(decision)] = racer.decide(pairs)
+        for decision, pairs in raced:
+            verdict = verdicts[id(decision)]
+            if verdict.verdict == "failed":
+                continue
+            racer.finished(pairs)
+            decision.verdict = "accepted" if verdict.verdict == "keep" else "rejected"
+            decision.reason = f"{name} {verdict.describe()}"
 
     def _objective(self, result: SessionResult) -> Metric | None:
         return result.metrics.get(self.objective.metric)
@@ -328,9 +343,6 @@ class Judge:
             return sign * (metric.value if metric is not None else 0.0)
 
         best = min(accepted, key=value)
-        won = own.get(id(best))
-        if self.racer is not None and won is not None and won.result is not None:
-            self.racer.observe_incumbent(str(best.commit), self._objective(won.result))
         superseded = []
         for record in accepted:
             if record is best:
