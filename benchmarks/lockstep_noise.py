@@ -11,7 +11,8 @@ Side by side in one run, each quiet and under a background load this script star
 (one busy process at normal priority):
 
 - ``tests``: whole timing tests take turns (``PYTEST_AUTOPILOT_LOCKSTEP=tests``);
-- ``rounds``: rounds alternate, waiting sessions frozen, rounds on one CPU (the default).
+- ``rounds``: rounds alternate, waiting sessions frozen, rounds on one CPU (the default);
+- ``rounds-unpinned``: the same, the rounds on whatever CPU the scheduler picks.
 
 ``--save FILE`` writes every pair's samples as JSON (the input of
 ``racing_simulation.py --pairs FILE``, which replays real noise).
@@ -69,7 +70,10 @@ def run(count: int, rounds: int, base: int, mode: str) -> list[tuple[list[float]
             "conftest.py": CONFTEST,
             "autopilot.yaml": config(count, 1),
         })  # fmt: skip
-        env = {**os.environ, "PYTEST_AUTOPILOT_LOCKSTEP": mode}
+        lockstep, _, pin = mode.partition("-")
+        env = {**os.environ, "PYTEST_AUTOPILOT_LOCKSTEP": lockstep}
+        if pin == "unpinned":
+            env["PYTEST_AUTOPILOT_PIN"] = "0"
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "--autopilot"]
         done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
         if done.returncode not in (0, 1):

@@ -108,13 +108,12 @@ def loop_run(
     else:
         racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
     (first,) = machine.sessions([1.0], rounds)
-    racer.observe_incumbent("inc", first)
+    racer.prime(first.samples)
     decisions = []
     for _ in range(candidates):
         pairs: list[racing.Pair] = []
         while True:
             incumbent, candidate = machine.sessions([1.0, factor], rounds)
-            racer.observe_incumbent("inc", incumbent)
             observed = racing.pair(incumbent, candidate)
             assert observed is not None
             pairs.append(observed)
@@ -143,6 +142,7 @@ def replay_run(
         racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
     else:
         racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
+    racer.prime(rng.choice(pool)[0])  # the run's baseline session
     decisions = []
     for _ in range(candidates):
         pairs: list[racing.Pair] = []

@@ -39,6 +39,9 @@ once measured 0.09x its own CPU lower bound that way). A waiting session the loo
 therefore *frozen* (SIGSTOP, every thread) while another session's round runs, and thawed
 (SIGCONT) when its turn comes: its background work stops with it."""
 
+PIN_ENV = "PYTEST_AUTOPILOT_PIN"
+"""Set to ``0`` to leave the rounds on whatever CPU the scheduler picks (:class:`CpuPin`)."""
+
 MAX_HANDOVER = 2.0
 """Longest a session waits for a waiting session to take its round, in seconds."""
 
@@ -193,6 +196,8 @@ class Turns:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGSTOP)
                     self.frozen.append(pid)
+        for pid in self.frozen:
+            _wait_stopped(pid)
 
     def thaw(self) -> None:
         for pid in self.frozen:
@@ -248,6 +253,8 @@ class CpuPin:
 
     def pin(self) -> None:
         if self.original is not None or not hasattr(os, "sched_setaffinity"):
+            return
+        if os.environ.get(PIN_ENV, "") == "0":
             return
         allowed = set(os.sched_getaffinity(0))
         cpu = self._shared_cpu(allowed) if len(allowed) > 1 else None
@@ -343,6 +350,25 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+FREEZE_WAIT = 0.01
+"""Longest a session waits for a frozen one to have stopped, in seconds."""
+
+
+def _wait_stopped(pid: int) -> None:
+    """Return once every thread of ``pid`` has stopped (a stop signal takes effect a little
+    later, on each thread's next way out of the kernel), or after :data:`FREEZE_WAIT`."""
+    deadline = time.monotonic() + FREEZE_WAIT
+    while time.monotonic() < deadline:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            states = [Path(f"/proc/{pid}/task/{tid}/stat").read_text() for tid in tasks]
+        except OSError:
+            return
+        if all(stat[stat.rindex(")") + 2] in "tT" for stat in states):
+            return
+        time.sleep(0.0001)
 
 
 def _start_time(pid: int) -> str | None:

@@ -1,34 +1,34 @@
 """Sequential, paired decisions for the loop: keep real wins, never keep noise, measure little.
 
 One *measurement* of a candidate is a pair of sessions run side by side: the candidate's and a
-fresh one of the incumbent, whose benchmark rounds take turns (:mod:`pytest_autopilot.lockstep`),
-so round ``i`` of both is adjacent in time and shares its load, CPU frequency and heat. When both
-sessions have as many samples, the measurement is the round-by-round log-ratio
-``d_i = log(c_i / inc_i)``: its location is Yuen's 20% trimmed mean of the ``d_i`` and its
-*within* variance comes from their own (winsorized) spread, with ``h - 1`` df (``h`` kept
-rounds). The shared drift cancels in each ``d_i``; an outlier round is trimmed. Sessions with
-different counts fall back to each side's median and its MAD-based variance.
+fresh one of the incumbent, whose benchmark rounds take turns on one CPU
+(:mod:`pytest_autopilot.lockstep`), so round ``i`` of both is adjacent in time and shares its
+load, CPU speed and heat. When both sessions have as many samples, the measurement is the
+round-by-round log-ratio ``d_i = log(c_i / inc_i)``: its location is Yuen's 20% trimmed mean
+of the ``d_i`` and its *within* variance comes from their own (winsorized) spread, with
+``h - 1`` df (``h`` kept rounds). The shared drift cancels in each ``d_i``; an outlier round
+is trimmed. Sessions with different counts fall back to each side's median and its MAD-based
+variance.
 
 The variance of a measurement is ``within + between``:
 
 - *within*: what the rounds show, moderated as in limma's moderated t by the run's pooled round
-  scatter once the run has pooled :data:`ROUND_PRIOR_DF` df of it (both are averaged by their
-  df; the df add up), so five rounds (2 df alone) still give a usable interval;
+  scatter (both are averaged by their df, the pooled part worth at most
+  :data:`ROUND_PRIOR_DF`; the df add up), so five rounds (2 df alone) still give a usable
+  interval;
 - *between*: how much two sessions of identical code differ beyond what their rounds show
-  (process layout, slow load), invisible from inside a session. It is **estimated from the
-  run's own repeated measurements** (:class:`NoisePool`): a candidate's repeated pairs
-  (lockstep, like the pairs judged) are the data; null pairs (the incumbent measured in two
-  rounds, which also carry the drift between those rounds, so they can only overstate it) with
-  a weak prior (:data:`PRIOR_BETWEEN`, worth :data:`PRIOR_DF` observations) are their prior,
-  worth at most :data:`NULL_WEIGHT` observations.
+  (memory placement, the host's other work), invisible from inside a session. It is
+  **estimated from the run's own repeated measurements** (:class:`NoisePool`): a candidate's
+  repeated pairs, lockstep like the pairs judged, with a weak prior (:data:`PRIOR_BETWEEN`,
+  worth :data:`PRIOR_DF` observations) until the run has some.
 
 A candidate's ``k`` measurements are averaged; the variance of the mean is
 ``sum(within_j) / k^2 + between / k`` and its df come from Welch-Satterthwaite over those
 terms (each within with its own df, the between with the pool's): a long benchmark with a
 small between part gets a tight interval at once, a short one keeps the few df of the term that
 dominates. The interval uses Student's t with those df: few observations give wide intervals,
-never falsely narrow ones. The seeded simulations of ``benchmarks/racing_simulation.py`` check
-it: at a 5% level per candidate and no ``min_effect``, no-ops are kept at most 5% of the time.
+never falsely narrow ones. ``benchmarks/racing_simulation.py`` checks it on seeded simulations
+and, with ``--pairs``, on real pairs of sessions of identical code measured by the loop.
 
 The decision is a race (:func:`decide`), run after each measurement:
 
@@ -41,20 +41,21 @@ The decision is a race (:func:`decide`), run after each measurement:
   "cannot tell".
 
 Error control under this early stopping: the false-keep probability of one candidate is
-bounded by splitting its budget ``alpha_candidate`` evenly over its possible looks
-(Bonferroni alpha spending: whatever the dependence between looks, the chance that *any* look
-crosses the keep bound is at most the sum of the per-look levels). Stopping for futility only
-removes chances to keep, so it never raises that bound. Over a whole run the budget
+bounded by splitting its budget ``alpha_candidate`` over its possible looks, look ``k``
+getting ``k`` parts of ``1 + 2 + ... + MAX_MEASUREMENTS`` (:meth:`RacePlan.alpha_look`;
+Bonferroni alpha spending: whatever the dependence between looks, the chance that *any* look
+crosses the keep bound is at most the sum of the per-look levels). A win decided at the
+first look clears its bound by far; the close calls that need more looks get more of it.
+Stopping for futility only removes chances to keep, so it never raises that bound. Over a
+whole run the budget
 ``1 - confidence`` is split evenly over the candidates the run's budget allows
 (``rounds * candidates``), so the probability that a run of no-ops keeps anything is at most
 ``1 - confidence`` (the expected number of false keeps, :meth:`RacePlan.expected_false_keeps`,
-bounds it). These bounds are only as good as each look's interval: what keeps that honest is
-that the between part is never learnt from anything that understates it (null pairs can only
-overstate it, and are the replicates' prior), the within part carries its own df into
-Welch-Satterthwaite, and the pooled round scatter that moderates it counts for a fixed
-:data:`ROUND_PRIOR_DF`, not for everything the run has pooled. An effect far beyond every
-noise the run has seen crosses the keep bound at the first measurement, however few samples
-the sessions have.
+bounds it). These bounds are only as good as each look's interval: the within part carries
+its own df into Welch-Satterthwaite, the pooled round scatter that moderates it counts for a
+fixed :data:`ROUND_PRIOR_DF`, not for everything the run has pooled, and the between part is
+learnt only from pairs run like the ones judged. An effect far beyond every noise the run has
+seen crosses the keep bound at the first measurement, however few samples the sessions have.
 
 Pure Python and deterministic.
 """
@@ -211,8 +212,8 @@ class NoisePool:
 
         As in limma's moderated t (Smyth 2004): the pair's own estimate (``df`` from its
         rounds) and the run's pooled one (worth what the run has pooled, at most
-        :data:`ROUND_PRIOR_DF`) are averaged by their df, and the result has their summed df. Five rounds
-        alone give 2 df; with the run's earlier pairs they give a usable interval.
+        :data:`ROUND_PRIOR_DF`) are averaged by their df, and the result has their summed
+        df. Five rounds alone give 2 df; with the run's earlier pairs a usable interval.
         """
         if not observed.rounds or not math.isfinite(observed.df) or self.round_df <= 0.0:
             return observed.within, observed.df
@@ -292,9 +293,13 @@ class RacePlan:
     def alpha_candidate(self) -> float:
         return self.run_alpha / max(1, self.design_size)
 
-    @property
-    def alpha_look(self) -> float:
-        return self.alpha_candidate / self.max_measurements
+    def alpha_look(self, k: int) -> float:
+        """The share of ``alpha_candidate`` spent at look ``k`` (1-based): ``k`` parts of
+        ``1 + 2 + ... + max_measurements``. A win big enough to be decided at the first look
+        clears any bound by far; the close calls that take more looks get the larger shares.
+        The shares add up to ``alpha_candidate``, so the Bonferroni bound holds as before."""
+        m = self.max_measurements
+        return self.alpha_candidate * min(k, m) / (m * (m + 1) / 2)
 
     def expected_false_keeps(self) -> float:
         """Upper bound on the expected false keeps of a run of no-ops (and on P(any))."""
@@ -338,11 +343,12 @@ def decide(
         raise ValueError("decide() needs at least one pair")
     mean, variance, df = combined(pairs, pool)
     se = math.sqrt(variance)
-    t_keep = t_quantile(1.0 - plan.alpha_look, df)
+    t_keep = t_quantile(1.0 - plan.alpha_look(k), df)
     t_drop = t_quantile(1.0 - FUTILITY, df)
     gain = -mean if goal == "min" else mean
     need = -math.log1p(-min_effect) if goal == "min" else math.log1p(min_effect)
-    t_last = t_quantile(1.0 - plan.alpha_look, round(df * plan.max_measurements / k, 1))
+    last = plan.max_measurements
+    t_last = t_quantile(1.0 - plan.alpha_look(last), round(df * last / k, 1))
     reachable = need + t_last * se * math.sqrt(k / plan.max_measurements)
     low, high = math.exp(mean - t_keep * se), math.exp(mean + t_keep * se)
     need_text = f"{min_effect * 100:g}%"
@@ -426,6 +432,26 @@ class Racer:
         self.pool = NoisePool()
         self.decided = 0
         """How many candidates the race decided (none when the objective has no samples)."""
+
+    def prime(self, samples: Sequence[float]) -> None:
+        """Seed the pooled round scatter from one session's own samples (the baseline's),
+        once, so that the run's first pairs are not left with their own 2 df.
+
+        In a lockstep pair both sides share their drift, so the variance of ``d_i`` is at
+        most that of ``log c_i`` plus that of ``log inc_i``: twice one session's (winsorized)
+        scatter of its log samples, with its ``n - 1`` df, errs on the wide side.
+        """
+        if self.pool.round_df > 0.0 or len(samples) < 3:
+            return
+        if not all(math.isfinite(x) and x > 0.0 for x in samples):
+            return
+        logs = sorted(math.log(x) for x in samples)
+        n, k = len(logs), int(TRIM * len(logs))
+        winsorized = [logs[k]] * k + logs[k : n - k] + [logs[n - k - 1]] * k
+        mean = sum(winsorized) / n
+        variance = sum((x - mean) ** 2 for x in winsorized) / (n - 1)
+        self.pool.round_squares += 2.0 * variance * (n - 1)
+        self.pool.round_df += n - 1.0
 
     def decide(self, pairs: Sequence[Pair]) -> Decision:
         return decide(pairs, self.goal, self.min_effect, self.pool, self.plan)

@@ -72,19 +72,154 @@ def test_two_sessions_at_their_timing_tests_alternate_round_by_round(tmp_path: P
     assert sum(x != y for x, y in itertools.pairwise(labels)) == 23, "".join(labels)
 
 
-def test_by_default_whole_timing_tests_take_turns(tmp_path: Path) -> None:
-    """A benchmark working in the background between rounds (a prefetching pipeline) would
-    get its waits for free under round-by-round turns: by default a test keeps the lock."""
+def test_whole_timing_tests_take_turns_when_asked(tmp_path: Path) -> None:
     lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
     batch.mkdir()
-    first = session(tmp_path, "a", lock, log, 12, f"{batch}|2", by="")
-    second = session(tmp_path, "b", lock, log, 12, f"{batch}|2", by="")
+    first = session(tmp_path, "a", lock, log, 12, f"{batch}|2", by="tests")
+    second = session(tmp_path, "b", lock, log, 12, f"{batch}|2", by="tests")
     for proc in (first, second):
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
     labels = [line.split()[0] for line in log.read_text().splitlines()]
     assert sorted(labels) == ["a"] * 12 + ["b"] * 12
     assert sum(x != y for x, y in itertools.pairwise(labels)) == 1, "".join(labels)
+
+
+BACKGROUND = """\
+import os, threading, time
+
+def test_step(benchmark):
+    label = os.environ["PYTEST_AUTOPILOT_CHILD"]
+    log = os.environ["ROUNDS_LOG"]
+    count = iter(range(1000))
+    stop = threading.Event()
+
+    def prefetch():  # a pipeline working in the background between rounds
+        while not stop.is_set():
+            with open(log, "a") as out:
+                out.write(f"bg {label}\\n")
+            time.sleep(0.001)
+
+    worker = threading.Thread(target=prefetch)
+    worker.start()
+
+    def work():
+        n = next(count)
+        with open(log, "a") as out:
+            out.write(f"{label} {n} start\\n")
+        time.sleep(0.03)
+        with open(log, "a") as out:
+            out.write(f"{label} {n} end\\n")
+
+    benchmark.pedantic(work, rounds=6, iterations=1)
+    stop.set()
+    worker.join()
+"""
+
+
+def test_a_waiting_session_is_frozen_while_the_other_takes_its_round(tmp_path: Path) -> None:
+    """A background thread of the waiting session never runs during the other's round."""
+    lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
+    batch.mkdir()
+    procs = []
+    for label in ("a", "b"):
+        folder = tmp_path / label
+        folder.mkdir()
+        (folder / "test_bench.py").write_text(BACKGROUND)
+        env = {**os.environ, timing.CHILD_ENV: label, timing.TIMING_LOCK_ENV: str(lock),
+               "ROUNDS_LOG": str(log), lockstep.BATCH_ENV: f"{batch}|2"}  # fmt: skip
+        env.pop(lockstep.ROUNDS_ENV, None)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "test_bench.py"]
+        out = subprocess.PIPE
+        proc = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=out, text=True)
+        procs.append(proc)
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    running: str | None = None
+    rounds = 0
+    for line in log.read_text().splitlines():
+        words = line.split()
+        if words[0] == "bg":
+            assert words[1] == running or running is None, (
+                f"bg {words[1]} ran in a round of {running}"
+            )
+        elif words[2] == "start":
+            running, rounds = words[0], rounds + 1
+        else:
+            running = None
+    assert rounds == 12
+
+
+def test_only_loop_sessions_of_the_same_start_are_frozen(tmp_path: Path) -> None:
+    import fcntl
+
+    lock = tmp_path / "timing.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    turns = lockstep.Turns(str(lock), fd, fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN)
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+                for _ in range(3)]  # fmt: skip
+    try:
+        loop_child, users_session, recycled = (p.pid for p in sleepers)
+        for pid in (loop_child, users_session, recycled):
+            (turns.waiting_dir / str(pid)).touch()
+        (turns.freezable_dir / str(loop_child)).write_text(lockstep._start_time(loop_child) or "")
+        (turns.freezable_dir / str(recycled)).write_text("1")  # an earlier process's pid
+        turns.freeze_waiters()
+        assert turns.frozen == [loop_child]
+        assert state(loop_child) == "T" and state(users_session) != "T" and state(recycled) != "T"
+        turns.thaw()
+        assert turns.frozen == [] and state(loop_child) != "T"
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+        os.close(fd)
+
+
+def state(pid: int) -> str:
+    for _ in range(200):  # a stop signal takes effect asynchronously
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        letter = stat[stat.rindex(")") + 2]
+        if letter in "TS":
+            return letter
+        time.sleep(0.005)
+    return letter
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs and sched_setaffinity",
+)
+def test_the_rounds_run_on_one_shared_cpu_and_new_threads_get_the_others_back(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    allowed = os.sched_getaffinity(0)
+    pin = lockstep.CpuPin(str(tmp_path / "timing.lock"))
+    pin.pin()
+    try:
+        assert os.sched_getaffinity(0) == {max(allowed)}
+        assert (tmp_path / "timing.lock.cpu").read_text() == str(max(allowed))
+        seen: list[set[int]] = []
+        started, release = threading.Event(), threading.Event()
+
+        def pool_thread() -> None:
+            started.set()
+            release.wait()
+            seen.append(os.sched_getaffinity(0))
+
+        worker = threading.Thread(target=pool_thread)
+        worker.start()
+        started.wait()
+        pin.release_new_threads()
+        release.set()
+        worker.join()
+        assert seen == [allowed]
+    finally:
+        pin.unpin()
+    assert os.sched_getaffinity(0) == allowed
 
 
 def test_a_dead_waiter_never_blocks_a_hand_over(tmp_path: Path) -> None:

@@ -44,7 +44,10 @@ def sessions(
 def race(
     rng: random.Random, racer: racing.Racer, factor: float, rounds: int, **noise: float
 ) -> racing.Decision:
-    """One candidate through the race: side-by-side pairs until it is decided."""
+    """One candidate through the race: side-by-side pairs until it is decided (the run's
+    baseline session seeds the round scatter first, as the loop's does)."""
+    (baseline,) = sessions(rng, [1.0], rounds, **noise)
+    racer.prime(baseline.samples)
     pairs: list[racing.Pair] = []
     while True:
         incumbent, candidate = sessions(rng, [1.0, factor], rounds, **noise)
@@ -156,7 +159,9 @@ def test_goal_max_mirrors_goal_min() -> None:
 def test_the_plan_bounds_the_false_keeps_of_a_whole_run() -> None:
     plan = racing.RacePlan(0.05, 40)
     assert plan.alpha_candidate == pytest.approx(0.05 / 40)
-    assert plan.alpha_look == pytest.approx(0.05 / 40 / racing.MAX_MEASUREMENTS)
+    looks = [plan.alpha_look(k) for k in range(1, racing.MAX_MEASUREMENTS + 1)]
+    assert sum(looks) == pytest.approx(plan.alpha_candidate)
+    assert looks == sorted(looks)
     assert plan.expected_false_keeps() == pytest.approx(0.05)
     assert "expected false keeps <= 0.05 per run" in plan.describe()
 

@@ -144,6 +144,7 @@ class Judge:
         if metric is None or not metric.samples:
             return Reference(incumbent, result)
         if self.racer is not None:
+            self.racer.prime(metric.samples)
             return Reference(incumbent, result, pending=label)
         fresh = self.measure_one(label, str(incumbent.commit))
         return self._fresh(Reference(incumbent, result), fresh)
