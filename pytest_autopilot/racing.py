@@ -235,9 +235,7 @@ class NoisePool:
     def between(self) -> float:
         """The pooled between variance of one pair: the prior and the replicates by their
         df, never below zero."""
-        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.replicate_excess) / (
-            PRIOR_DF + self.replicate_df
-        )
+        pooled = (PRIOR_DF * PRIOR_BETWEEN + self.replicate_excess) / (PRIOR_DF + self.replicate_df)
         return max(pooled, 0.0)
 
     def variance(self, within: float) -> float:
