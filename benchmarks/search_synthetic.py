@@ -11,7 +11,12 @@ evaluations it needs until it has *evaluated* a point whose true value is within
 optimum. The search runs through ``drive`` of ``tests/offline_search.py``, i.e. the
 real hook with two candidates per round.
 
-    python benchmarks/search_synthetic.py [--seeds 6] [--budget 60] [--noise 0 0.05]
+With ``--stages`` the search also gets each pipeline stage's busy time per batch
+(``spdl.stage.<name>.busy_time``, with the same noise), as SPDL's statistics give it on a real
+pipeline and as ``benchmarks/optimizer_efficiency.py`` feeds them; random search and TPE see
+the step time only, as black-box samplers do. ``bowl`` has no stages.
+
+    python benchmarks/search_synthetic.py [--seeds 6] [--budget 60] [--noise 0 0.05] [--stages]
 
 About a minute per seed on one core; Optuna is optional (``pip install optuna``).
 """
@@ -51,6 +56,7 @@ START: dict[str, Any] = {
 }
 
 Objective = Callable[[dict[str, Any]], float]
+Stages = Callable[[dict[str, Any]], dict[str, float]]
 
 
 def pipeline(
@@ -63,11 +69,12 @@ def pipeline(
     stall: float,
     cores: int = 2,
     items: int = 32,
-) -> Objective:
-    """Step time of a fetch -> decode -> batch pipeline, with the bottleneck dominating."""
+) -> tuple[Objective, Stages]:
+    """Step time of a fetch -> decode -> batch pipeline, with the bottleneck dominating, and
+    each stage's busy time per batch."""
 
-    def step(p: dict[str, Any]) -> float:
-        f, d, b = p["fetch_concurrency"], p["decode_concurrency"], p["buffer_size"]
+    def stages(p: dict[str, Any]) -> dict[str, float]:
+        f, d = p["fetch_concurrency"], p["decode_concurrency"]
         per_item = batch_latency if p["batch_fetching"] else latency
         threads = f + (d if p["executor"] == "thread" else 0)
         fetch = items * per_item / f * (1 + contention * max(0, threads - 4))
@@ -76,10 +83,14 @@ def pipeline(
         else:
             decode = items * (decode_cost + ipc) / min(d, cores)
         decode *= 1 + 0.05 * max(0, d - cores)
-        slow, fast = max(fetch, decode), min(fetch, decode)
-        return float((slow + 0.15 * fast) * (1 + stall / b))
+        return {"fetch": fetch, "decode": decode}
 
-    return step
+    def step(p: dict[str, Any]) -> float:
+        busy = stages(p)
+        slow, fast = max(busy.values()), min(busy.values())
+        return float((slow + 0.15 * fast) * (1 + stall / p["buffer_size"]))
+
+    return step, stages
 
 
 def bowl(p: dict[str, Any]) -> float:
@@ -92,12 +103,13 @@ def bowl(p: dict[str, Any]) -> float:
     return float(0.01 * (1 + x))
 
 
-OBJECTIVES: dict[str, Objective] = {
+PIPELINES: dict[str, tuple[Objective, Stages]] = {
     "latency-bound": pipeline(0.004, 0.0015, 0.0008, 0.6, 0.00015, 0.002, 1.5),
     "cpu-bound": pipeline(0.001, 0.0006, 0.003, 0.9, 0.0002, 0.004, 0.8),
     "contended": pipeline(0.003, 0.002, 0.001, 0.5, 0.0006, 0.03, 2.0),
-    "bowl": bowl,
 }
+OBJECTIVES: dict[str, Objective] = {name: step for name, (step, _) in PIPELINES.items()}
+OBJECTIVES["bowl"] = bowl
 
 
 def all_points() -> list[dict[str, Any]]:
@@ -111,14 +123,37 @@ def all_points() -> list[dict[str, Any]]:
     return [dict(zip(SPACE, values, strict=True)) for values in itertools.product(*ranges)]
 
 
-def noisy(f: Objective, noise: float, seed: int) -> Objective:
+def noisy(f: Objective, noise: float, seed: int, stages: Stages | None = None) -> Objective:
+    """``f`` with multiplicative noise; with ``stages`` a mapping of the noisy objective and
+    each stage's noisy busy time (the search reads it, the black-box samplers get ``float``)."""
     rng = random.Random(seed)
-    return lambda p: f(p) * math.exp(noise * rng.gauss(0, 1))
+
+    def measure(p: dict[str, Any]) -> Any:
+        value = f(p) * math.exp(noise * rng.gauss(0, 1))
+        if stages is None:
+            return value
+        busy = {
+            f"spdl.stage.{name}.busy_time": t * math.exp(noise * rng.gauss(0, 1))
+            for name, t in stages(p).items()
+        }
+        return {"objective": value, **busy}
+
+    return measure
 
 
 def run_search(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
     trials = drive(SPACE, START, f, evaluations=budget - 1, candidates=2, seed=seed)
     return [t.params for t in trials]
+
+
+def black_box(f: Objective) -> Objective:
+    """The objective alone out of a measurement that may carry stage statistics."""
+
+    def value(p: dict[str, Any]) -> float:
+        measured = f(p)
+        return float(measured["objective"]) if isinstance(measured, dict) else float(measured)
+
+    return value
 
 
 def run_random(f: Objective, budget: int, seed: int) -> list[dict[str, Any]]:
@@ -182,6 +217,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.05])
+    parser.add_argument(
+        "--stages", action="store_true", help="give the search per-stage busy times too"
+    )
     args = parser.parse_args()
     methods: dict[str, Callable[[Objective, int, int], list[dict[str, Any]]]] = {
         "search": run_search,
@@ -217,7 +255,11 @@ def main() -> None:
                 counts = []
                 early: list[tuple[float, float]] = []
                 for seed in range(args.seeds):
-                    tried = run(noisy(f, noise, 1000 + seed), args.budget, seed)
+                    stages = PIPELINES[name][1] if args.stages and name in PIPELINES else None
+                    measure = noisy(f, noise, 1000 + seed, stages)
+                    if method != "search":
+                        measure = black_box(measure)
+                    tried = run(measure, args.budget, seed)
                     counts.append(evaluations_to_target(tried, f, 1.1 * best))
                     early.append((best_after(tried, f, 5) / best, best_after(tried, f, 10) / best))
                 hits = sum(c is not None for c in counts)

@@ -29,17 +29,22 @@ seconds to minutes, so every evaluation must count. Each round:
    neighbors once bracketed; ints stop at adjacent values, floats at 1% of the range); every
    other choice; a value that improved the objective from another point (transfer), all such
    values at once (a pattern move) and pairs of changes that each moved the objective
-   (interactions). Plus 200 seeded random points of the whole space. After an improvement
+   (interactions). Plus 100 seeded points near each of the two best points with several
+   knobs changed at once (Gaussian steps on the normalized scale), and 200 seeded random
+   points of the whole space. After an improvement
    that moved one knob, the same step twice as far, as far, and one step go first (a pattern
    move with expansion). Local refinement goes first when the model's picks have stopped
    paying (three evaluations without an improvement beyond the noise): every untried
    one-knob neighbour of the best point (adjacent ints, stepping over values whose
-   candidates failed; 25% on ``log`` ints; other choices), then pairs of the best one-step
-   changes (pattern moves). When the history has SPDL's per-stage statistics
-   (``spdl.stage.<name>.busy_time``), a model per stage proposes every stage's concurrency
-   for the rate the unscalable stages allow (``stages.py``).
+   candidates failed; 25% on ``log`` ints; other choices), then the steps that did not make
+   it worse beyond the noise one step further, and pairs of the best three (pattern moves).
+   When the history has SPDL's per-stage statistics (``spdl.stage.<name>.busy_time``), a
+   model per stage proposes every stage's concurrency for the rate the unscalable stages
+   allow (``stages.py``).
 4. Model. A Gaussian process (Matern 5/2, one length scale per dimension fitted by
-   likelihood, noise never below the run-to-run noise ``acceptance.min_effect``) predicts
+   likelihood with a log-normal prior around the defaults, so a handful of points does not
+   fit the grid's ends; noise never below the run-to-run noise ``acceptance.min_effect``)
+   predicts
    the objective at every candidate; the value of a candidate is its expected improvement
    over the best predicted point. When a feedback note names a bottleneck (``bottleneck:
    stage 'decode' ...``), the round's first candidate is the best one that changes only

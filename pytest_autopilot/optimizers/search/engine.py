@@ -38,6 +38,13 @@ POOL_CENTERS = 3
 POOL_RANDOM = 200
 """Random points added to the candidate pool, so the model can send the search far away."""
 
+POOL_NEARBY = 100
+"""Points near each of the best two points, several knobs changed at once, for the model to
+rank: one-knob moves alone walk a valley with interacting knobs one axis at a time."""
+
+NEARBY_SCALE = 0.15
+"""Standard deviation of a nearby point's step on the normalized scale."""
+
 ENUMERATE_LIMIT = 200_000
 
 STALL_AFTER = 3
@@ -101,6 +108,13 @@ class Search(Observations):
             if key not in self.seen and key not in pool:
                 move = Move(point, 0.0, RANDOM, "a point far from those tried")
                 pool[key] = (move, None)
+        for center in centers[:2]:
+            for _ in range(POOL_NEARBY):
+                point = nearby(self.axes, center.point, rng)
+                key = self.key(point)
+                if key not in self.seen and key not in pool:
+                    move = Move(point, 0.0, RANDOM, "several knobs near a good point")
+                    pool[key] = (move, center)
         chosen = [(move, centers[0]) for move in self._design(wanted, staged is not None)]
         taken = {self.key(move.point) for move, _ in chosen}
         rest = [entry for key, entry in pool.items() if key not in taken]
@@ -317,6 +331,23 @@ def parent_of(center: Observed) -> str | None:
         return None
     accepted = [r for r in with_commit if r.verdict == "accepted"]
     return (accepted or with_commit)[0].id
+
+
+def nearby(axes: Sequence[Axis], point: Point, rng: random.Random) -> Point:
+    """``point`` with each knob changed with probability ``2 / len(axes)`` (at least one):
+    numeric knobs by a Gaussian step on the normalized scale, choices to another choice."""
+    changed = [rng.random() < 2 / len(axes) for _ in axes]
+    if not any(changed):
+        changed[rng.randrange(len(axes))] = True
+    values: list[Scalar] = []
+    for axis, value, change in zip(axes, point, changed, strict=True):
+        if not change:
+            values.append(value)
+        elif isinstance(axis.dim, ChoiceDimension):
+            values.append(random_value(axis, rng))
+        else:
+            values.append(axis.decode(axis.encode(value) + rng.gauss(0.0, NEARBY_SCALE)))
+    return tuple(values)
 
 
 def random_value(axis: Axis, rng: random.Random) -> Scalar:

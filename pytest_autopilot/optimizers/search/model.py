@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 LENGTH_SCALES = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 NOISE_RATIOS = (1e-4, 1e-3, 1e-2, 0.05, 0.2)
+SCALE_PRIOR = 1.0
+"""Standard deviation of the log-normal prior on each length scale around its default: with
+a handful of points the likelihood alone jumps to the grid's ends (every knob irrelevant, or
+nothing correlated), and the expected improvement then follows noise."""
 FIT_MIN = 4
 """Below this many points the length scales keep their defaults: too little to fit."""
 
@@ -158,9 +162,17 @@ def fit_model(
                 columns[c] = ell
         return Model(xs, standard, offset, scale, columns, noise, distances)
 
+    def penalty(per: Sequence[float]) -> float:
+        return sum(
+            0.5 * (math.log(ell / default) / SCALE_PRIOR) ** 2
+            for ell, default in zip(per, per_group_default, strict=True)
+        )
+
+    per_group_default = list(per_group)
     best = build(per_group, noise)
     if len(xs) < FIT_MIN:
         return best
+    score = best.nll + penalty(per_group)
     for _ in range(2):
         for g in range(len(groups)):
             for ell in LENGTH_SCALES:
@@ -168,13 +180,13 @@ def fit_model(
                     continue
                 trial = [*per_group[:g], ell, *per_group[g + 1 :]]
                 model = build(trial, noise)
-                if model.nll < best.nll - 1e-9:
-                    best, per_group = model, trial
+                if model.nll + penalty(trial) < score - 1e-9:
+                    best, per_group, score = model, trial, model.nll + penalty(trial)
         for ratio in NOISE_RATIOS:
             if ratio >= floor and ratio != noise:
                 model = build(per_group, ratio)
-                if model.nll < best.nll - 1e-9:
-                    best, noise = model, ratio
+                if model.nll + penalty(per_group) < score - 1e-9:
+                    best, noise, score = model, ratio, model.nll + penalty(per_group)
     return best
 
 

@@ -369,8 +369,11 @@ class Moves:
         return seen is not None and seen.f is not None and not math.isfinite(seen.f)
 
     def refinement(self, center: Observed) -> list[Move]:
-        """Every untried one-knob neighbour of the center; once all are measured, the pattern
-        moves that combine the two best one-knob steps of different dimensions."""
+        """Every untried one-knob neighbour of the center; once all are measured, the steps
+        that did not make it worse beyond the noise, one step further (numeric knobs), and
+        the pairs of the best three of them (pattern moves). Steps that made it worse are
+        not combined: with noise, pairs of every step kept a stalled search grinding around
+        one point while a real improvement lay two steps away."""
         singles: list[tuple[float, int, Scalar]] = []
         untried: list[Move] = []
         fc = center.f if center.f is not None and math.isfinite(center.f) else 0.0
@@ -385,17 +388,27 @@ class Moves:
                     singles.append((self._fval(seen, fc) - fc, i, value))
         if untried:
             return untried
-        singles.sort(key=lambda s: s[0])
+        promising = sorted((s for s in singles if s[0] < self.tol), key=lambda s: s[0])
         moves: list[Move] = []
-        for (da, i, vi), (db, j, vj) in itertools.combinations(singles, 2):
-            if i == j:
+        for delta, i, value in promising:
+            if not self.axes[i].numeric:
                 continue
+            side = 1 if float(value) > float(center.point[i]) else -1  # type: ignore[arg-type]
+            step = self._with(center.point, i, value)
+            for further in self.neighbour_values(Observed(step), i):
+                if (float(further) - float(value)) * side > 0:  # type: ignore[arg-type]
+                    point = self._with(center.point, i, further)
+                    why = "a step that did not hurt, one further (local refinement)"
+                    moves.append(Move(point, -delta, i, why))
+        best: dict[int, tuple[float, int, Scalar]] = {}
+        for single in promising:
+            best.setdefault(single[1], single)
+        top = sorted(best.values(), key=lambda s: s[0])[:3]
+        for (da, i, vi), (db, j, vj) in itertools.combinations(top, 2):
             point = self._with(self._with(center.point, i, vi), j, vj)
-            if self.key(point) in self.seen:
-                continue
             why = "two one-step changes together (local refinement, pattern move)"
             moves.append(Move(point, -(da + db), NEIGHBOUR, why))
-        return moves
+        return [m for m in moves if self.key(m.point) not in self.seen]
 
     def one_knob(self, before: Observed, after: Observed) -> bool:
         """Whether ``after`` differs from ``before`` in one numeric knob only."""
