@@ -14,7 +14,9 @@ background load this script starts itself (one busy Python process at normal pri
 - Power: the share of real wins kept, per win size and per benchmark length (rounds).
 - Cost: child pytest sessions per candidate (every session the loop started, the round's
   incumbent re-measurements included, the run's baseline not), and how many candidates were
-  decided by their first measurement.
+  decided by their first measurement: over every serial scenario, and over a run that mixes
+  no-ops, losers and wins (:data:`MIXED`) with one and with four candidates per round
+  (``-n 4``: the four and the incumbent side by side).
 
 ``--quick`` runs small sizes (a few candidates per cell) for a smoke figure; the default sizes
 take about an hour on 2 cores.
@@ -75,6 +77,10 @@ def work(n):
 def test_step_time(benchmark):
     benchmark.pedantic(work, args=(int({base} * FACTOR),), rounds={rounds}, iterations=1)
 """
+
+
+MIXED = [1.0, 1 / 1.1, 1.0, 1.25, 0.8, 0.5, 1.0, 1.1]
+"""A run as an optimizer makes them: no-ops, losers (1.25, 1.1) and wins, in turn."""
 
 
 @dataclass
@@ -186,6 +192,10 @@ def main() -> int:
             for workers in (1, 2):
                 outcome = run([1.0] * aa_count, lengths[0], base, workers)
                 figures[(f"A/A false keeps, -n {workers}, {lengths[0]} rounds", busy)] = [outcome]
+            mixed = MIXED * max(1, per_cell // 4)
+            for workers in (1, 4):
+                outcome = run(mixed, lengths[-1], base, workers)
+                figures[(f"mixed run, {workers} per round, {lengths[-1]} rounds", busy)] = [outcome]
             for rounds in lengths:
                 for name, step in wins.items():
                     outcome = run([step] * per_cell, rounds, base, 1)
@@ -204,6 +214,10 @@ def main() -> int:
         figures[("cost", busy)] = serial
     rows.append(("cost, -n 1 (all scenarios)", cost(figures[("cost", False)]),
                  cost(figures[("cost", True)])))  # fmt: skip
+    for workers in (1, 4):
+        label = f"mixed run, {workers} per round, {lengths[-1]} rounds"
+        rows.append((f"cost, {label}", cost(figures[(label, False)]),
+                     cost(figures[(label, True)])))  # fmt: skip
     width = max(len(r[0]) for r in rows)
     quiet_width = max(len(r[1]) for r in [*rows, ("", "quiet", "")])
     print(f"{'':{width}}  {'quiet':{quiet_width}}  under one busy process")
