@@ -25,7 +25,12 @@ other sessions kept its load average at 10-17, so "quiet" was not quiet:
 
 At that load a 3 ms round is preempted at random and two sessions of identical code differ
 by 10-16%: the 1% floor is far too small there, and ``acceptance.run_noise`` is the knob.
-The targets need a machine whose load stays near its core count; not shown here.
+
+After rounds alternate by default with the waiting session frozen and the rounds on one CPU
+(``--repetitions 12``, the machine otherwise idle; loaded = one busy process):
+
+    quiet   A/A false-fail 0%    10% caught 75%   A/A sd 3.2%   10% est. +10.6%
+    loaded  A/A false-fail 0%    10% caught 100%  A/A sd 2.2%   10% est. +13.6%
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/against_gate.py --quick     # 4 per cell
     PYTHONPATH=$PWD .venv/bin/python benchmarks/against_gate.py --repetitions 100
