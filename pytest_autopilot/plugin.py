@@ -258,7 +258,11 @@ class AutopilotPlugin:
 
             current = with_statistics(result, config.benchmark_statistic)
             self.comparison = comparison_rows(config, current, self.baseline, self.statuses)
-            self.comparison_title = "this run against the baseline file"
+            self.comparison_title = (
+                "this run against the baseline file"
+                if self.against is None
+                else f"this run against {self.against.ref}, measured beside it"
+            )
         if not self.flags.gate:
             return
         gates_pass = all(s.passed for s in self.statuses)

@@ -77,6 +77,7 @@ def test_a_5x_regression_against_ref_fails_and_identical_code_passes(
     slow = pytest_in(repo, "--autopilot-gate", "--autopilot-against", "v1")
     assert slow.returncode == 1, slow.stdout
     assert "autopilot: FAIL test_step" in slow.stdout
+    assert "autopilot: this run against v1, measured beside it" in slow.stdout
     assert "vs v1: regression beyond the 50% allowed, beyond noise (paired, 30 rounds" in (
         slow.stdout
     )
