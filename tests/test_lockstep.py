@@ -167,9 +167,10 @@ def test_only_loop_sessions_of_the_same_start_are_frozen(tmp_path: Path) -> None
         (turns.freezable_dir / str(recycled)).write_text("1")  # an earlier process's pid
         turns.freeze_waiters()
         assert turns.frozen == [loop_child]
-        assert state(loop_child) == "T" and state(users_session) != "T" and state(recycled) != "T"
+        assert reaches(loop_child, "T")
+        assert not reaches(users_session, "T", tries=20) and not reaches(recycled, "T", tries=20)
         turns.thaw()
-        assert turns.frozen == [] and state(loop_child) != "T"
+        assert turns.frozen == [] and reaches(loop_child, "S")
     finally:
         for proc in sleepers:
             proc.kill()
@@ -177,14 +178,15 @@ def test_only_loop_sessions_of_the_same_start_are_frozen(tmp_path: Path) -> None
         os.close(fd)
 
 
-def state(pid: int) -> str:
-    for _ in range(200):  # a stop signal takes effect asynchronously
+def reaches(pid: int, state: str, tries: int = 400) -> bool:
+    """Whether ``pid`` is in ``state`` (``T`` stopped, ``S`` sleeping) within a few tries: a
+    stop or continue signal takes effect asynchronously."""
+    for _ in range(tries):
         stat = Path(f"/proc/{pid}/stat").read_text()
-        letter = stat[stat.rindex(")") + 2]
-        if letter in "TS":
-            return letter
+        if stat[stat.rindex(")") + 2] == state:
+            return True
         time.sleep(0.005)
-    return letter
+    return False
 
 
 @pytest.mark.skipif(

@@ -395,3 +395,34 @@ def pytest_autopilot_propose(context):
         for step in (1, -1)
     ][: context.max_candidates]
 """
+
+
+def test_a_remote_worker_thaws_the_sessions_a_killed_session_had_frozen(tmp_path: Path) -> None:
+    """A session killed while it held the timing lock cannot thaw the sessions it froze; the
+    remote worker does, by pid and start time (a recycled pid is left alone)."""
+    import signal
+
+    from test_lockstep import reaches
+
+    from pytest_autopilot import lockstep
+    from pytest_autopilot.loop import remote_worker
+
+    lock = tmp_path / "timing.lock"
+    folder = Path(str(lock) + ".freezable")
+    folder.mkdir()
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+                for _ in range(2)]  # fmt: skip
+    try:
+        frozen, recycled = (p.pid for p in sleepers)
+        (folder / str(frozen)).write_text(lockstep._start_time(frozen) or "")
+        (folder / str(recycled)).write_text("1")
+        for pid in (frozen, recycled):
+            os.kill(pid, signal.SIGSTOP)
+        assert reaches(frozen, "T") and reaches(recycled, "T")
+        remote_worker._thaw_frozen(str(lock))
+        assert reaches(frozen, "S")
+        assert not reaches(recycled, "S", tries=20)
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()

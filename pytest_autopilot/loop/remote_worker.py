@@ -69,6 +69,27 @@ def _check(proc: subprocess.CompletedProcess[str], what: str) -> str | None:
     return f"{what} failed ({proc.returncode}): {proc.stderr.strip()}"
 
 
+def _thaw_frozen(lock: str) -> None:
+    """Continue every session frozen at this lock (``pytest_autopilot.lockstep``): one killed
+    while it held the lock cannot thaw those it froze. Each is named by its pid and start time
+    in ``<lock>.freezable/``, so a recycled pid is left alone."""
+    folder = lock + ".freezable"
+    if not lock or not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        try:
+            with open(os.path.join(folder, name)) as mark:
+                started = mark.read()
+            with open(f"/proc/{int(name)}/stat") as stat_file:
+                stat = stat_file.read()
+        except (OSError, ValueError):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if len(fields) > 19 and fields[19] == started:
+            with contextlib.suppress(OSError):
+                os.kill(int(name), signal.SIGCONT)
+
+
 def _timing_lock_path() -> str:
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"pytest-autopilot-{uid}.timing.lock")
@@ -200,12 +221,15 @@ def _run_session(channel: Any, request: dict[str, Any]) -> tuple[str, int | None
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    outcome = "lost"
     try:
         channel.send({"kind": "started", "worktree": request["worktree"]})
         outcome = _watch(channel, proc, started + request["timeout"])
     finally:
         _kill_group(proc)  # on a timeout or kill, and whatever a finished session left
         proc.wait()
+        if outcome != "exited" or proc.returncode < 0:
+            _thaw_frozen(env.get(TIMING_LOCK_ENV, ""))
     code = proc.returncode if outcome == "exited" else None
     return outcome, code, started, time.time()
 
