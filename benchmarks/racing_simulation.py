@@ -39,6 +39,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -89,6 +90,36 @@ class Machine:
         return [Metric("t", median(s), samples=s) for s in samples]
 
 
+def race_run(
+    baseline: list[float],
+    measure: Callable[[], racing.Pair],
+    candidates: int,
+    calibration: bool = False,
+) -> list[racing.Decision]:
+    """One loop of ``candidates`` rounds, one candidate each, against an unchanged incumbent:
+    ``measure`` gives each paired measurement, ``baseline`` the run's first session.
+
+    ``calibration``: no ``min_effect`` and a 5% level per candidate, so that the rate at which
+    no-ops are kept checks the intervals themselves (it must stay <= 5%).
+    """
+    if calibration:
+        racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
+    else:
+        racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
+    racer.prime(baseline)
+    decisions = []
+    for _ in range(candidates):
+        pairs: list[racing.Pair] = []
+        while True:
+            pairs.append(measure())
+            decision = racer.decide(pairs)
+            if decision.verdict != "more":
+                racer.finished(pairs)
+                decisions.append(decision)
+                break
+    return decisions
+
+
 def loop_run(
     rng: random.Random,
     noise: Noise,
@@ -97,32 +128,16 @@ def loop_run(
     candidates: int,
     calibration: bool = False,
 ) -> list[racing.Decision]:
-    """One loop of ``candidates`` rounds, one candidate each, against an unchanged incumbent.
-
-    ``calibration``: no ``min_effect`` and a 5% level per candidate, so that the rate at which
-    no-ops are kept checks the intervals themselves (it must stay <= 5%).
-    """
+    """:func:`race_run` on a simulated machine whose drift carries over between pairs."""
     machine = Machine(rng, noise)
-    if calibration:
-        racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
-    else:
-        racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
     (first,) = machine.sessions([1.0], rounds)
-    racer.prime(first.samples)
-    decisions = []
-    for _ in range(candidates):
-        pairs: list[racing.Pair] = []
-        while True:
-            incumbent, candidate = machine.sessions([1.0, factor], rounds)
-            observed = racing.pair(incumbent, candidate)
-            assert observed is not None
-            pairs.append(observed)
-            decision = racer.decide(pairs)
-            if decision.verdict != "more":
-                racer.finished(pairs)
-                decisions.append(decision)
-                break
-    return decisions
+
+    def measure() -> racing.Pair:
+        observed = racing.pair(*machine.sessions([1.0, factor], rounds))
+        assert observed is not None
+        return observed
+
+    return race_run(first.samples, measure, candidates, calibration)
 
 
 WINS = {"2x": 0.5, "25%": 0.8, "10%": 1 / 1.1, "5%": 1 / 1.05}
@@ -137,75 +152,59 @@ def replay_run(
     candidates: int,
     calibration: bool = False,
 ) -> list[racing.Decision]:
-    """:func:`loop_run` on real pairs: each measurement is a pair drawn from ``pool``."""
-    if calibration:
-        racer = racing.Racer("min", 0.0, racing.RacePlan(0.05, 1))
-    else:
-        racer = racing.Racer("min", 0.02, racing.RacePlan(0.05, candidates))
-    racer.prime(rng.choice(pool)[0])  # the run's baseline session
-    decisions = []
-    for _ in range(candidates):
-        pairs: list[racing.Pair] = []
-        while True:
-            inc, cand = rng.choice(pool)
-            if rng.random() < 0.5:
-                inc, cand = cand, inc
-            observed = racing.pair(
-                Metric("t", median(inc), samples=inc),
-                Metric("t", median(cand) * factor, samples=[x * factor for x in cand]),
-            )
-            assert observed is not None
-            pairs.append(observed)
-            decision = racer.decide(pairs)
-            if decision.verdict != "more":
-                racer.finished(pairs)
-                decisions.append(decision)
-                break
-    return decisions
+    """:func:`race_run` on real pairs: each measurement is a pair drawn from ``pool`` (either
+    way round), the candidate's samples scaled by ``factor``."""
+    baseline = rng.choice(pool)[0]
+
+    def measure() -> racing.Pair:
+        inc, cand = rng.choice(pool)
+        if rng.random() < 0.5:
+            inc, cand = cand, inc
+        observed = racing.pair(
+            Metric("t", median(inc), samples=inc),
+            Metric("t", median(cand) * factor, samples=[x * factor for x in cand]),
+        )
+        assert observed is not None
+        return observed
+
+    return race_run(baseline, measure, candidates, calibration)
+
+
+Run = Callable[[float, int, bool], list[racing.Decision]]
+"""``(factor, candidates, calibration) -> decisions`` of one loop."""
+
+
+def figures(run: Run, null_runs: int, win_runs: int) -> list[str]:
+    """A row: no-ops kept, runs that kept any, the calibration rate, power per win size and
+    measurements per candidate."""
+    kept, total, any_kept, measurements = 0, 0, 0, 0
+    for _ in range(null_runs):
+        decisions = run(1.0, 100, False)
+        hits = sum(d.verdict == "keep" for d in decisions)
+        kept += hits
+        any_kept += hits > 0
+        total += len(decisions)
+        measurements += sum(d.measurements for d in decisions)
+    row = [f"{kept}/{total}", f"{any_kept}/{null_runs}"]
+    calibrated = [d for _ in range(win_runs) for d in run(1.0, 40, True)]
+    row.append(f"{100 * sum(d.verdict == 'keep' for d in calibrated) / len(calibrated):.1f}%")
+    for factor in WINS.values():
+        decisions = [d for _ in range(win_runs) for d in run(factor, 40, False)]
+        row.append(f"{100 * sum(d.verdict == 'keep' for d in decisions) / len(decisions):.0f}%")
+        measurements += sum(d.measurements for d in decisions)
+        total += len(decisions)
+    row.append(f"{measurements / total:.2f}")
+    return row
 
 
 def replay_cell(pool: list[Sessions], seed: int, null_runs: int, win_runs: int) -> list[str]:
     rng = random.Random(seed)
-    kept, total, any_kept, measurements = 0, 0, 0, 0
-    for _ in range(null_runs):
-        decisions = replay_run(rng, pool, 1.0, 100)
-        hits = sum(d.verdict == "keep" for d in decisions)
-        kept += hits
-        any_kept += hits > 0
-        total += len(decisions)
-        measurements += sum(d.measurements for d in decisions)
-    row = [f"{kept}/{total}", f"{any_kept}/{null_runs}"]
-    calibrated = [d for _ in range(win_runs) for d in replay_run(rng, pool, 1.0, 40, True)]
-    row.append(f"{100 * sum(d.verdict == 'keep' for d in calibrated) / len(calibrated):.1f}%")
-    for factor in WINS.values():
-        decisions = [d for _ in range(win_runs) for d in replay_run(rng, pool, factor, 40)]
-        row.append(f"{100 * sum(d.verdict == 'keep' for d in decisions) / len(decisions):.0f}%")
-        measurements += sum(d.measurements for d in decisions)
-        total += len(decisions)
-    row.append(f"{measurements / total:.2f}")
-    return row
+    return figures(lambda f, n, c: replay_run(rng, pool, f, n, c), null_runs, win_runs)
 
 
 def cell(noise: Noise, rounds: int, seed: int, null_runs: int, win_runs: int) -> list[str]:
     rng = random.Random(seed)
-    kept, total, any_kept, measurements = 0, 0, 0, 0
-    for _ in range(null_runs):
-        decisions = loop_run(rng, noise, 1.0, rounds, 100)
-        hits = sum(d.verdict == "keep" for d in decisions)
-        kept += hits
-        any_kept += hits > 0
-        total += len(decisions)
-        measurements += sum(d.measurements for d in decisions)
-    row = [f"{kept}/{total}", f"{any_kept}/{null_runs}"]
-    calibrated = [d for _ in range(win_runs) for d in loop_run(rng, noise, 1.0, rounds, 40, True)]
-    row.append(f"{100 * sum(d.verdict == 'keep' for d in calibrated) / len(calibrated):.1f}%")
-    for factor in WINS.values():
-        decisions = [d for _ in range(win_runs) for d in loop_run(rng, noise, factor, rounds, 40)]
-        row.append(f"{100 * sum(d.verdict == 'keep' for d in decisions) / len(decisions):.0f}%")
-        measurements += sum(d.measurements for d in decisions)
-        total += len(decisions)
-    row.append(f"{measurements / total:.2f}")
-    return row
+    return figures(lambda f, n, c: loop_run(rng, noise, f, rounds, n, c), null_runs, win_runs)
 
 
 def main() -> None:

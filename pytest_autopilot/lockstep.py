@@ -331,12 +331,9 @@ class TurnTimer:
         self._in_round = True
         return self.clock()
 
-    def reset(self) -> None:
-        """A new test: a round the last one left open (its target raised) is over."""
-        self._in_round = False
-
     def finish(self) -> None:
-        """The test is over: its thread gets its own CPUs back."""
+        """The test is over: a round it left open (its target raised) is over too, and its
+        thread gets its own CPUs back."""
         self._in_round = False
         if self.pin is not None:
             self.pin.unpin()

@@ -101,7 +101,6 @@ class TimingLock:
         hands the lock over between rounds."""
         fixture = getattr(item, "funcargs", {}).get("benchmark")
         if fixture is not None and hasattr(fixture, "_timer"):
-            self.timer.reset()
             fixture._timer = self.timer
         return (yield)
 

@@ -89,3 +89,43 @@ def test_a_failed_repeat_rejects_with_what_was_known() -> None:
 
 def base_result() -> SessionResult:
     return noisy(1.0, 0, 0.06)
+
+
+def test_with_one_candidate_at_a_time_each_gets_its_own_incumbent_session_beside_it() -> None:
+    """A candidate compared with an incumbent session measured at another time would see the
+    machine's drift as an effect: every chunk of a round measures the incumbent again."""
+    fake = FakeExecutor(
+        {
+            "base": [noisy(1.0, 1), noisy(1.0, 3)],
+            "c1": [noisy(1.0, 2)],
+            "c2": [noisy(0.5, 4)],
+        }
+    )
+    base = incumbent(noisy(1.0, 0))
+    j = racing_judge(fake, parallel=1)
+    reference = j.reference(base, noisy(1.0, 0), "r1i")
+    outcome = j.judge_round([candidate(1), candidate(2)], reference, base)
+    assert fake.calls == [["r1i", "r1c1"], ["r1i2", "r1c2"]]
+    assert [[m.label for m in d.measurements] for d in outcome.decisions] == [["r1i"], ["r1i2"]]
+    assert [d.verdict for d in outcome.decisions] == ["rejected", "accepted"]
+
+
+def test_undecided_candidates_of_a_chunk_are_measured_again_beside_one_incumbent_session() -> None:
+    fake = FakeExecutor(
+        {
+            "base": [noisy(1.0, s, 0.06) for s in (1, 4, 7)],
+            "c1": [noisy(0.9, s, 0.06) for s in (2, 5, 8)],
+            "c2": [noisy(0.9, s, 0.06) for s in (3, 6, 9)],
+        }
+    )
+    base = incumbent(noisy(1.0, 0, 0.06))
+    j = racing_judge(fake, parallel=2)
+    outcome = j.judge_round(
+        [candidate(1), candidate(2)], j.reference(base, base_result(), "r1i"), base
+    )
+    assert fake.calls[:2] == [["r1i", "r1c1", "r1c2"], ["r1c1-m2", "r1c2-m2", "r1c1-m2-incumbent"]]
+    partners = [
+        [m for m in d.measurements if m.label == "r1c1-m2-incumbent"] for d in outcome.decisions
+    ]
+    assert [len(p) for p in partners] == [1, 1]
+    assert partners[0][0] is partners[1][0]  # one incumbent session is the partner of both

@@ -198,16 +198,14 @@ class Judge:
                 if fresh.status == "interrupted":
                     raise Interrupted
                 beside = self._fresh(reference, fresh)
-            raced: list[tuple[Decision, list[racing.Pair]]] = []
             chunk_decisions = []
             for record, evaluation in zip(chunk, evaluations, strict=True):
                 decision = self.decide(record, evaluation, beside, incumbent)
                 if fresh is not None:
                     decision.measurements.insert(0, fresh)
                     fresh = None
-                if decision.pairs:
-                    raced.append((decision, decision.pairs))
                 chunk_decisions.append(decision)
+            raced = [d for d in chunk_decisions if d.pairs]
             if raced and self.racer is not None:
                 self.race(self.racer, raced, incumbent)
             for decision in chunk_decisions:
@@ -249,48 +247,44 @@ class Judge:
         return decision
 
     def race(
-        self,
-        racer: racing.Racer,
-        raced: Sequence[tuple[Decision, list[racing.Pair]]],
-        incumbent: CandidateRecord,
+        self, racer: racing.Racer, raced: Sequence[Decision], incumbent: CandidateRecord
     ) -> None:
         """Measure the undecided candidates again, all beside one new session of the
         incumbent (their timing tests in lockstep), until the racer keeps or drops each; the
         verdict and the reason (estimate, interval, measurements, why it stopped) go into
-        each decision."""
+        each decision. A failed re-measurement leaves the candidate rejected with what was
+        known."""
         name = self.objective.metric
-        verdicts = {id(d): racer.decide(pairs) for d, pairs in raced}
-        while True:
-            undecided = [(d, p) for d, p in raced if verdicts[id(d)].verdict == "more"]
-            if not undecided:
-                break
-            first, pairs = undecided[0]
-            label = f"{first.record.id}-m{len(pairs) + 1}"
-            jobs = [(f"{d.record.id}-m{len(p) + 1}", str(d.record.commit)) for d, p in undecided]
-            jobs.append((f"{label}-incumbent", str(incumbent.commit)))
+        verdicts = {id(d): racer.decide(d.pairs) for d in raced}
+        failed: set[int] = set()
+        while undecided := [
+            d for d in raced if id(d) not in failed and verdicts[id(d)].verdict == "more"
+        ]:
+            jobs = [(f"{d.record.id}-m{len(d.pairs) + 1}", str(d.record.commit)) for d in undecided]
+            jobs.append((f"{jobs[0][0]}-incumbent", str(incumbent.commit)))
             *again, base = self.measure(jobs)
             if "interrupted" in (base.status, *(a.status for a in again)):
                 raise Interrupted
             inc_metric = None if base.result is None else self._objective(base.result)
-            for (decision, pairs), evaluation in zip(undecided, again, strict=True):
+            for decision, evaluation in zip(undecided, again, strict=True):
                 decision.measurements += [evaluation, base]
-                verdict = verdicts[id(decision)]
+                known = verdicts[id(decision)].describe()
                 if evaluation.result is None or base.result is None:
-                    decision.reason = f"{name} {verdict.describe()}; then a re-measurement failed"
-                    verdicts[id(decision)] = dataclasses.replace(verdict, verdict="failed")
+                    decision.reason = f"{name} {known}; then a re-measurement failed"
+                    failed.add(id(decision))
                     continue
                 more = racing.pair_metrics(inc_metric, self._objective(evaluation.result))
                 if more is None:
-                    decision.reason = f"{name} {verdict.describe()}; then it was not measured"
-                    verdicts[id(decision)] = dataclasses.replace(verdict, verdict="failed")
+                    decision.reason = f"{name} {known}; then it was not measured"
+                    failed.add(id(decision))
                     continue
-                pairs.append(more)
-                verdicts[id(decision)] = racer.decide(pairs)
-        for decision, pairs in raced:
-            verdict = verdicts[id(decision)]
-            if verdict.verdict == "failed":
+                decision.pairs.append(more)
+                verdicts[id(decision)] = racer.decide(decision.pairs)
+        for decision in raced:
+            if id(decision) in failed:
                 continue
-            racer.finished(pairs)
+            verdict = verdicts[id(decision)]
+            racer.finished(decision.pairs)
             decision.verdict = "accepted" if verdict.verdict == "keep" else "rejected"
             decision.reason = f"{name} {verdict.describe()}"
 
