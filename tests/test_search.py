@@ -389,8 +389,12 @@ def test_drive_passes_notes_about_the_incumbent() -> None:
         stage = "fetch" if params["fetch.concurrency"] < 8 else "decode"
         return [f"bottleneck: stage '{stage}'"]
 
-    trials = drive(LOADER, LOADER_START, step_time, evaluations=1, notes=notes)
-    changed = {k for k, v in trials[1].params.items() if v != LOADER_START[k]}
+    counts = {k: v for k, v in LOADER.items() if isinstance(v, IntDimension)}
+    start = {k: LOADER_START[k] for k in counts}
+    trials = drive(
+        counts, start, lambda p: step_time({**LOADER_START, **p}), evaluations=1, notes=notes
+    )
+    changed = {k for k, v in trials[1].params.items() if v != start[k]}
     assert changed == {"fetch.concurrency"}
 
 
@@ -619,3 +623,108 @@ def test_spdl_stage_statistics_set_each_stage_concurrency_for_the_target_rate() 
     # tasks per batch / 2 ms = 20 in flight, decode 4; with 25% headroom 25 and 5
     assert first.params == {"fetch.concurrency": 25, "decode.concurrency": 5}
     assert "per-stage model" in first.rationale
+
+
+def with_stages(record_: CandidateRecord, busy: dict[str, float]) -> CandidateRecord:
+    for stage, seconds in busy.items():
+        name = f"spdl.stage.{stage}.busy_time"
+        record_.metrics[name] = Metric(name, seconds)
+    return record_
+
+
+PROFILE_SPACE: dict[str, Dimension] = {
+    "num_threads": IntDimension(1, 64, log=True),
+    "load.concurrency": IntDimension(1, 32, log=True),
+    "python.concurrency": IntDimension(1, 32, log=True),
+}
+PROFILE_TEXT = "num_threads: 4\nload:\n  concurrency: 1\npython:\n  concurrency: 1\n"
+
+
+def test_the_stage_model_gives_the_executor_a_thread_for_every_task_it_allows() -> None:
+    """Stages of 10 ms and 1 ms per item, 16 items per batch: the load stage needs many
+    tasks in flight, and each holds a thread, so four threads would make tasks queue."""
+    incumbent = with_stages(
+        record("r0", None, 0.160, verdict=None), {"load": 0.160, "python": 0.016}
+    )
+    context = make_context(PROFILE_SPACE, PROFILE_TEXT, baseline=incumbent)
+    first = next(iter(search.pytest_autopilot_propose(context) or []))
+    assert first.params is not None
+    load, python = first.params["load.concurrency"], first.params["python.concurrency"]
+    assert load == 32 and python > 1
+    assert first.params["num_threads"] == load + python
+    assert "num_threads for" in first.rationale
+
+
+def test_a_stage_that_does_not_scale_keeps_its_concurrency_and_sets_the_pace() -> None:
+    """``python`` measured at 1 and at 4 tasks kept the same busy time (it holds the GIL):
+    it is not raised again, and the load stage gets what that pace needs, not its maximum."""
+    start = {"num_threads": 4, "load.concurrency": 1, "python.concurrency": 1}
+    base = with_stages(record("r0", start, 0.160, verdict=None), {"load": 0.160, "python": 0.020})
+    tried = with_stages(
+        record("r1c1", {"num_threads": 8, "load.concurrency": 4, "python.concurrency": 4}, 0.045),
+        {"load": 0.042, "python": 0.020},
+    )
+    tried.verdict = "accepted"
+    text = "num_threads: 8\nload:\n  concurrency: 4\npython:\n  concurrency: 4\n"
+    context = make_context(PROFILE_SPACE, text, baseline=base, incumbent=tried, history=[tried])
+    proposals = search.pytest_autopilot_propose(context) or []
+    staged = [p for p in proposals if "per-stage model" in p.rationale]
+    assert staged and staged[0].params is not None
+    params = staged[0].params
+    assert params["python.concurrency"] == 4
+    # load: 42 ms at 4 scales to 20 ms / 1.25 headroom at 4 * 42 * 1.25 / 20 = 10.5 -> 11
+    assert params["load.concurrency"] == 11
+    assert params["num_threads"] >= 15
+
+
+def test_improvements_of_one_round_are_combined_in_the_next() -> None:
+    """r1c1 (a choice) and r1c2 (a count) each beat r0; r1c2 is the incumbent, so the next
+    round first carries r1c1's change over to it."""
+    space = {k: LOADER[k] for k in ("fetch.concurrency", "executor", "buffer_size")}
+    start = {"fetch.concurrency": 2, "executor": "thread", "buffer_size": 2}
+    base = record("r0", start, 10.0, verdict=None)
+    first = record("r1c1", {"fetch.concurrency": 2, "executor": "process", "buffer_size": 2}, 8.0)
+    second = record("r1c2", {"fetch.concurrency": 8, "executor": "thread", "buffer_size": 2}, 7.0)
+    first.parent = second.parent = "r0"
+    second.verdict = "accepted"
+    incumbent_text = "fetch:\n  concurrency: 8\nexecutor: thread\nbuffer_size: 2\n"
+    context = make_context(
+        space, incumbent_text, baseline=base, incumbent=second, history=[first, second]
+    )
+    proposals = search.pytest_autopilot_propose(context) or []
+    assert proposals and proposals[0].params == {
+        "fetch.concurrency": 8,
+        "executor": "process",
+        "buffer_size": 2,
+    }
+    assert "carried over" in proposals[0].rationale and "r1c1" in proposals[0].rationale
+
+
+def test_a_count_is_carried_over_only_in_the_direction_that_helped() -> None:
+    space = {k: LOADER[k] for k in ("fetch.concurrency", "buffer_size")}
+    base = record("r0", {"fetch.concurrency": 2, "buffer_size": 2}, 10.0, verdict=None)
+    raised = record("r1c1", {"fetch.concurrency": 4, "buffer_size": 2}, 8.0)
+    best = record("r1c2", {"fetch.concurrency": 16, "buffer_size": 8}, 7.0, verdict="accepted")
+    raised.parent = best.parent = "r0"
+    context = make_context(
+        space,
+        "fetch:\n  concurrency: 16\nbuffer_size: 8\n",
+        baseline=base,
+        incumbent=best,
+        history=[raised, best],
+    )
+    for proposal in search.pytest_autopilot_propose(context) or []:
+        assert "carried over" not in proposal.rationale, proposal.rationale
+
+
+def test_a_bottleneck_note_never_lowers_that_stage_s_concurrency() -> None:
+    """decode is at its upper bound: the only moves along it lower it, which the note does
+    not ask for, so the first candidate is not one of them (it would be without the rule)."""
+    space = {k: LOADER[k] for k in ("fetch.concurrency", "decode.concurrency")}
+    text = "fetch:\n  concurrency: 2\ndecode:\n  concurrency: 8\n"
+    note = FeedbackItem("t.py::test_step", "bottleneck: stage 'decode' busy 97%", "note")
+    proposals = search.pytest_autopilot_propose(make_context(space, text, feedback=[note]))
+    assert proposals and proposals[0].params is not None
+    first = proposals[0].params
+    lowers_decode_only = first["fetch.concurrency"] == 2 and first["decode.concurrency"] < 8
+    assert not lowers_decode_only, proposals[0].rationale

@@ -27,7 +27,7 @@ from pytest_autopilot.optimizers.search.space import (
     percent_change,
     record_order,
 )
-from pytest_autopilot.optimizers.search.stages import concurrency_move
+from pytest_autopilot.optimizers.search.stages import THREAD_WORDS, concurrency_move, key_words
 from pytest_autopilot.optimizers.search.state import Observations
 from pytest_autopilot.paramfiles import Scalar, file_format, write_values
 from pytest_autopilot.proposals import OptimizerContext, Proposal
@@ -177,7 +177,7 @@ class Search(Observations):
         since, previous = self.progress()
         center = centers[0]
         stepped = previous is not None and moves.one_knob(previous, center)
-        found: list[Move] = []
+        found: list[Move] = moves.carry_over(center) + moves.choice_flips(center)
         if previous is not None and stepped:
             found += moves.extrapolate(previous, center)
         if since < STALL_AFTER:
@@ -216,7 +216,9 @@ class Search(Observations):
         """The ``count`` moves of the largest expected improvement under a Gaussian-process
         model of the objective; each chosen move is then assumed to land on the model's
         prediction (kriging believer), so the next one goes elsewhere. Moves in ``preferred``
-        (local refinement) go before all others, best expected improvement first."""
+        (the stage model, carried-over improvements, local refinement) go before all others,
+        best expected improvement first; then the best move that changes only what a
+        bottleneck note names (never lowering that stage's concurrency), once per round."""
         observations = [
             (self.encoder.encode(o.point), o.f) for o in self.seen.values() if o.f is not None
         ]
@@ -231,10 +233,12 @@ class Search(Observations):
         for move, center, _ in candidates:
             origin = (center or incumbent).point
             changed = {i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b}
-            fixed.append(
-                (bool(changed) and changed <= self.hinted, self.key(move.point) in preferred)
-            )
+            hinted = bool(changed) and changed <= self.hinted and origin == incumbent.point
+            if hinted and self._lowers_capacity(move.point, origin, changed):
+                hinted = False
+            fixed.append((hinted, self.key(move.point) in preferred))
         chosen: list[tuple[Move, Observed | None]] = []
+        hint_taken = False
         for _ in range(min(count, len(candidates))):
             best_mean = min(model.mean(x) for x in xs)
             scored = []
@@ -243,13 +247,18 @@ class Search(Observations):
                 value = expected_improvement(best_mean, mean, sd)
                 hinted, tier = fixed[index]
                 scored.append(
-                    (hinted, tier, value, move.gain, -self.rank.get(move.axis, 0), -index, mean)
+                    (
+                        tier,
+                        hinted and not hint_taken,
+                        value,
+                        move.gain,
+                        -self.rank.get(move.axis, 0),
+                        -index,
+                        mean,
+                    )
                 )
-            first = not chosen and any(entry[0] for entry in scored)
-            top = max(
-                range(len(candidates)),
-                key=lambda k: scored[k][:6] if first else scored[k][1:6],
-            )
+            top = max(range(len(candidates)), key=lambda k: scored[k][:6])
+            hint_taken = hint_taken or scored[top][1]
             move, center, x = candidates.pop(top)
             fixed.pop(top)
             mean = scored[top][6]
@@ -261,6 +270,17 @@ class Search(Observations):
             ys = [*ys, mean]
             model = model.refit(xs, ys)
         return chosen
+
+    def _lowers_capacity(self, point: Point, origin: Point, changed: set[int]) -> bool:
+        """Whether a move lowers a concurrency or thread count: never what a note naming
+        that stage as the bottleneck asks for."""
+        for i in changed:
+            axis = self.axes[i]
+            words = key_words(axis)
+            capacity = "concurrency" in words or bool(words & THREAD_WORDS)
+            if axis.numeric and capacity and float(point[i]) < float(origin[i]):  # type: ignore[arg-type]
+                return True
+        return False
 
     def _remaining(self, count: int, taken: set[Key]) -> list[Point]:
         """Unseen points of a finite space in order, for the last evaluations of tiny spaces."""

@@ -17,6 +17,7 @@ from pytest_autopilot.optimizers.search.space import (
     Key,
     Move,
     Observed,
+    Point,
     Prior,
     percent,
     same_except,
@@ -409,6 +410,80 @@ class Moves:
             why = "two one-step changes together (local refinement, pattern move)"
             moves.append(Move(point, -(da + db), NEIGHBOUR, why))
         return [m for m in moves if self.key(m.point) not in self.seen]
+
+    def carry_over(self, center: Observed) -> list[Move]:
+        """The changes that improved their parent beyond the noise, each applied to the
+        center when it does not have them yet, biggest improvement first: two candidates of
+        one round that both beat the incumbent along different knobs are then combined
+        next round, instead of waiting for the model to rank the combination. Only changes
+        measured in or after the center's round: older ones had their chance on it."""
+        by_id = {r.id: o for o in self.seen.values() for r in o.records}
+        since = min((r.round for r in center.records), default=0)
+        found: dict[Key, Move] = {}
+        for observed in self.seen.values():
+            if observed.f is None or not math.isfinite(observed.f):
+                continue
+            for record in observed.records:
+                if record.round < since:
+                    continue
+                parent = by_id.get(record.parent or "")
+                if parent is None or parent is observed or parent.f is None:
+                    continue
+                gain = self._fval(parent, observed.f) - observed.f
+                if gain <= self.tol:
+                    continue
+                point = self._carried(center.point, parent.point, observed.point)
+                if point is None:
+                    continue
+                changed = [
+                    self.axes[i].name
+                    for i, (a, b) in enumerate(zip(parent.point, observed.point, strict=True))
+                    if self.axes[i].normalize(a) != self.axes[i].normalize(b)
+                ]
+                key = self.key(point)
+                if key in self.seen or (key in found and found[key].gain >= gain):
+                    continue
+                why = f"{', '.join(changed)} as in {record.id}, which improved {percent(gain)}"
+                found[key] = Move(point, gain, PATTERN, why + " (carried over)")
+        return sorted(found.values(), key=lambda m: -m.gain)
+
+    def choice_flips(self, center: Observed) -> list[Move]:
+        """Every other value of each choice dimension at the center, unless it was measured
+        with the center's values of the other choices: a choice (an executor kind, per-item
+        or per-batch work) often decides more than any count, and no model ranks it well
+        from a handful of points; counts changing do not make it worth trying again."""
+        moves: list[Move] = []
+        choices = [i for i, axis in enumerate(self.axes) if not axis.numeric]
+        ckey = self.key(center.point)
+        for i in choices:
+            for value in self.neighbour_values(center, i):
+                point = self._with(center.point, i, value)
+                key = self.key(point)
+                context = [j for j in choices if j != i]
+                tried = any(
+                    k[i] == key[i] and all(k[j] == ckey[j] for j in context)
+                    for k, o in self.seen.items()
+                    if o.f is not None
+                )
+                if not tried:
+                    why = f"{self.axes[i].name} at the best point (every choice tried there)"
+                    moves.append(Move(point, 0.0, i, why))
+        return moves
+
+    def _carried(self, center: Point, before: Point, after: Point) -> Point | None:
+        """``center`` with the changes from ``before`` to ``after``; a numeric value is
+        carried only where it moves the center the same way (raising a concurrency that
+        helped elsewhere is not the same as lowering the center's to that value)."""
+        point = center
+        for i, axis in enumerate(self.axes):
+            if axis.normalize(before[i]) == axis.normalize(after[i]):
+                continue
+            if axis.numeric:
+                step = float(after[i]) - float(before[i])  # type: ignore[arg-type]
+                if (float(after[i]) - float(center[i])) * step <= 0:  # type: ignore[arg-type]
+                    return None
+            point = self._with(point, i, after[i])
+        return point
 
     def one_knob(self, before: Observed, after: Observed) -> bool:
         """Whether ``after`` differs from ``before`` in one numeric knob only."""
