@@ -25,6 +25,7 @@ from pytest_autopilot.config import (
     Budget,
     Dimension,
     Objective,
+    OptunaSettings,
     SearchSettings,
 )
 from pytest_autopilot.optimizers import search
@@ -68,6 +69,7 @@ def drive(
     interrupt_after: int | None = None,
     optimizer: str = "search",
     rootdir: Path = Path("."),
+    sampler: str = "tpe",
 ) -> list[Trial]:
     """Run an optimizer against ``evaluate``, the way the loop runs it against sessions.
 
@@ -82,11 +84,14 @@ def drive(
     ``interrupt_after=N`` stops after the N-th candidate as Ctrl+C would: the rest of that
     round is lost, the history goes through JSON and the round starts again with what is
     left of it, as the loop resumes (same round number, fewer candidates wanted).
-    ``optimizer`` is ``search`` or ``optuna`` (whose study file goes under ``rootdir``).
+    ``optimizer`` is ``search`` or ``optuna`` (whose study file goes under ``rootdir``, with
+    ``sampler`` as ``optuna.sampler``).
     """
     run = _OfflineRun(space, evaluate, candidates, seed, goal, min_effect, notes)
     run.optimizer = optimizer
-    run.config = dataclasses.replace(run.config, rootdir=rootdir, optimizer=optimizer)
+    run.config = dataclasses.replace(
+        run.config, rootdir=rootdir, optimizer=optimizer, optuna=OptunaSettings(sampler=sampler)
+    )
     if optimizer == "optuna":
         from pytest_autopilot.optimizers import optuna_sampler
 

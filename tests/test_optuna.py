@@ -105,3 +105,38 @@ def test_an_unknown_sampler_is_a_config_error(tmp_path: Path) -> None:
     data = {"objective": {"metric": "loss"}, "optimizer": "optuna", "optuna": {"sampler": "x"}}
     with pytest.raises(pytest.UsageError, match=r"optuna\.sampler: expected one of tpe, gp, cmaes"):
         parse_config(data, tmp_path / "autopilot.yaml", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "modules"), [("cmaes", ("cmaes",)), ("gp", ("torch", "scipy"))]
+)
+def test_each_sampler_by_name_proposes_through_ask_and_tell(
+    tmp_path: Path, sampler: str, modules: tuple[str, ...]
+) -> None:
+    """CMA-ES and the Gaussian-process sampler run on the same typed space (ints, a log
+    int, a choice) and bring the objective down from the start."""
+    for module in modules:
+        pytest.importorskip(module)
+    from offline_search import drive
+
+    from pytest_autopilot.config import ChoiceDimension, IntDimension
+
+    space = {
+        "x": IntDimension(0, 20),
+        "workers": IntDimension(1, 64, log=True),
+        "mode": ChoiceDimension(("slow", "fast")),
+    }
+
+    def loss(p: dict[str, object]) -> float:
+        x, workers = int(p["x"]), int(p["workers"])  # type: ignore[call-overload]
+        return float((x - 13) ** 2 + abs(workers - 16) + (0 if p["mode"] == "fast" else 9))
+
+    start = {"x": 0, "workers": 1, "mode": "slow"}
+    trials = drive(
+        space, start, loss, evaluations=16, optimizer="optuna", rootdir=tmp_path, sampler=sampler
+    )
+    assert len(trials) == 17
+    assert all(t.value is not None for t in trials)
+    assert min(t.value for t in trials if t.value is not None) < loss(start) / 2
+    journal = tmp_path / ".autopilot"
+    assert any(journal.rglob("optuna.log")), "the study is stored for optuna-dashboard"
