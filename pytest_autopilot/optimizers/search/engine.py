@@ -47,6 +47,9 @@ NEARBY_SCALE = 0.15
 
 ENUMERATE_LIMIT = 200_000
 
+CONTEXT_MARGIN = 0.3
+"""How much worse than the best point the best point of another combination of choices may
+be for the stage model to start from it too."""
 STALL_AFTER = 3
 """Evaluations without an improvement beyond the noise after which the model's picks have
 stopped paying: the untried one-step neighbours of the best point go first."""
@@ -90,12 +93,18 @@ class Search(Observations):
         pool: dict[Key, tuple[Move, Observed | None]] = {}
         moves = Moves(self)
         preferred: set[Key] = set()
-        staged = concurrency_move(self.axes, list(self.seen.values()), centers[0])
-        for move in [*([staged] if staged else []), *self.local(centers, moves)]:
+        seen = list(self.seen.values())
+        staged = [
+            (move, center)
+            for center in self._context_bests(centers)
+            if (move := concurrency_move(self.axes, seen, center)) is not None
+        ]
+        local = [(move, centers[0]) for move in self.local(centers, moves)]
+        for move, center in [*staged, *local]:
             if self.key(move.point) in self.seen:
                 continue
             preferred.add(self.key(move.point))
-            pool.setdefault(self.key(move.point), (move, centers[0]))
+            pool.setdefault(self.key(move.point), (move, center))
         for depth, center in enumerate(centers[:POOL_CENTERS]):
             for move in moves.around(center):
                 if depth:
@@ -115,7 +124,7 @@ class Search(Observations):
                 if key not in self.seen and key not in pool:
                     move = Move(point, 0.0, RANDOM, "several knobs near a good point")
                     pool[key] = (move, center)
-        chosen = [(move, centers[0]) for move in self._design(wanted, staged is not None)]
+        chosen = [(move, centers[0]) for move in self._design(wanted, bool(staged))]
         taken = {self.key(move.point) for move, _ in chosen}
         rest = [entry for key, entry in pool.items() if key not in taken]
         chosen += [
@@ -202,6 +211,22 @@ class Search(Observations):
             ranked.insert(0, incumbent)
         return ranked or [incumbent]
 
+    def _context_bests(self, centers: list[Observed]) -> list[Observed]:
+        """The best point, then the best point of each other combination of choices that is
+        within ``CONTEXT_MARGIN`` of it: a stage model from there may beat the best point
+        (a process executor measured at one decode task loses; at four it wins)."""
+        best = centers[0]
+        if best.f is None:
+            return [best]
+        margin = math.log1p(CONTEXT_MARGIN) if self.log_scale else CONTEXT_MARGIN * abs(best.f)
+        choices = [i for i, axis in enumerate(self.axes) if not axis.numeric]
+        found = {tuple(best.point[i] for i in choices): best}
+        for center in centers:
+            context = tuple(center.point[i] for i in choices)
+            if context not in found and center.f is not None and center.f <= best.f + margin:
+                found[context] = center
+        return list(found.values())
+
     def _nearest(self, point: Point, centers: Sequence[Observed]) -> Observed:
         """The evaluated point a far move is described from (and branched from)."""
         x = self.encoder.encode(point)
@@ -217,8 +242,10 @@ class Search(Observations):
         model of the objective; each chosen move is then assumed to land on the model's
         prediction (kriging believer), so the next one goes elsewhere. Moves in ``preferred``
         (the stage model, carried-over improvements, local refinement) go before all others,
-        best expected improvement first; then the best move that changes only what a
-        bottleneck note names (never lowering that stage's concurrency), once per round."""
+        best expected improvement first: half the round (at least one), the whole round once
+        the search has stalled, so until then the model's picks still explore; then the best
+        move that changes only what a bottleneck note names (never lowering that stage's
+        concurrency), once per round."""
         observations = [
             (self.encoder.encode(o.point), o.f) for o in self.seen.values() if o.f is not None
         ]
@@ -239,6 +266,8 @@ class Search(Observations):
             fixed.append((hinted, self.key(move.point) in preferred))
         chosen: list[tuple[Move, Observed | None]] = []
         hint_taken = False
+        stalled = self.progress()[0] >= STALL_AFTER
+        preferred_left = count if stalled else max(1, count // 2)
         for _ in range(min(count, len(candidates))):
             best_mean = min(model.mean(x) for x in xs)
             scored = []
@@ -248,7 +277,7 @@ class Search(Observations):
                 hinted, tier = fixed[index]
                 scored.append(
                     (
-                        tier,
+                        tier and preferred_left > 0,
                         hinted and not hint_taken,
                         value,
                         move.gain,
@@ -259,6 +288,7 @@ class Search(Observations):
                 )
             top = max(range(len(candidates)), key=lambda k: scored[k][:6])
             hint_taken = hint_taken or scored[top][1]
+            preferred_left -= scored[top][0]
             move, center, x = candidates.pop(top)
             fixed.pop(top)
             mean = scored[top][6]

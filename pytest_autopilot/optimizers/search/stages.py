@@ -131,9 +131,14 @@ def stage_models(
     axes: Sequence[Axis], seen: Sequence[Observed], center: Observed
 ) -> list[StageModel]:
     """One model per stage with a concurrency knob: its busy time at the center's
-    concurrency (the center's own measurement when it has one) and its fitted scaling."""
+    concurrency (the center's own measurement when it has one) and its scaling, fitted from
+    the points with the center's choices (an executor kind or per-batch work changes how a
+    stage scales: decoding scales in processes and not in threads)."""
+    choices = [i for i, axis in enumerate(axes) if not axis.numeric]
     samples: dict[str, list[tuple[float, float]]] = {}
     for observed in seen:
+        if any(observed.point[i] != center.point[i] for i in choices):
+            continue
         for stage, seconds in stage_busy(observed).items():
             i = concurrency_axis(axes, stage)
             if i is None:
