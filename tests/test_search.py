@@ -728,3 +728,33 @@ def test_a_bottleneck_note_never_lowers_that_stage_s_concurrency() -> None:
     first = proposals[0].params
     lowers_decode_only = first["fetch.concurrency"] == 2 and first["decode.concurrency"] < 8
     assert not lowers_decode_only, proposals[0].rationale
+
+
+def test_the_stage_model_also_starts_from_the_best_point_of_another_executor() -> None:
+    """One decode task in processes measured a little slower than in threads; the model
+    raises decode from both, since processes may scale where threads do not."""
+    space: dict[str, Dimension] = {
+        "decode.concurrency": IntDimension(1, 8),
+        "executor": ChoiceDimension(("thread", "process")),
+    }
+    busy = {"decode": 0.096, "collate": 0.010}
+    base = with_stages(
+        record("r0", {"decode.concurrency": 1, "executor": "thread"}, 0.100, verdict=None), busy
+    )
+    process = with_stages(
+        record("r1c1", {"decode.concurrency": 1, "executor": "process"}, 0.110),
+        {"decode": 0.104, "collate": 0.010},
+    )
+    context = make_context(
+        space,
+        "decode:\n  concurrency: 1\nexecutor: thread\n",
+        baseline=base,
+        history=[process],
+        max_candidates=4,
+    )
+    staged = {
+        (p.params["decode.concurrency"], p.params["executor"])
+        for p in search.pytest_autopilot_propose(context) or []
+        if p.params is not None and "per-stage model" in p.rationale
+    }
+    assert staged == {(8, "thread"), (8, "process")}
