@@ -758,3 +758,32 @@ def test_the_stage_model_also_starts_from_the_best_point_of_another_executor() -
         if p.params is not None and "per-stage model" in p.rationale
     }
     assert staged == {(8, "thread"), (8, "process")}
+
+
+def test_a_choice_that_lost_clearly_is_not_flipped_back_to_from_elsewhere() -> None:
+    """Per-item fetching lost 40% to per-batch with everything else equal; after the
+    executor changes, the best point is not offered per-item fetching again as a flip."""
+    space: dict[str, Dimension] = {
+        "fetch.concurrency": IntDimension(1, 64, log=True),
+        "fetch.mode": ChoiceDimension(("item", "batch")),
+        "executor": ChoiceDimension(("thread", "process")),
+    }
+    point = {"fetch.concurrency": 2, "fetch.mode": "item", "executor": "thread"}
+    base = record("r0", point, 10.0, verdict=None)
+    batch = record("r1c1", {**point, "fetch.mode": "batch"}, 6.0, verdict="accepted")
+    best = record("r2c1", {**point, "fetch.mode": "batch", "executor": "process"}, 5.0)
+    best.verdict = "accepted"
+    context = make_context(
+        space,
+        "fetch:\n  concurrency: 2\n  mode: batch\nexecutor: process\n",
+        baseline=base,
+        incumbent=best,
+        history=[batch, best],
+        max_candidates=6,
+    )
+    flips = [
+        p.rationale
+        for p in search.pytest_autopilot_propose(context) or []
+        if "fetch.mode at the best point" in p.rationale
+    ]
+    assert flips == []

@@ -43,6 +43,10 @@ LOG_STEP = 1.25
 FAILED_PENALTY = 1.0
 """How much worse than the center a failed point counts when valuing moves toward it."""
 
+CHOICE_LOSS = 0.3
+"""How much worse a choice's value must have measured, everything else equal, for the
+search to stop flipping back to it."""
+
 
 class Moves:
     """The moves the state suggests around any center."""
@@ -52,6 +56,7 @@ class Moves:
         self.seen = state.seen
         self.key = state.key
         self.tol = state.tol
+        self.log_scale = state.log_scale
         self.hinted = state.hinted
         self.seed = state.context.seed
         self._order = state.order
@@ -456,11 +461,12 @@ class Moves:
         choices = [i for i, axis in enumerate(self.axes) if not axis.numeric]
         ckey = self.key(center.point)
         for i in choices:
+            lost = self._lost_to(i, ckey[i])
             for value in self.neighbour_values(center, i):
                 point = self._with(center.point, i, value)
                 key = self.key(point)
                 context = [j for j in choices if j != i]
-                tried = any(
+                tried = key[i] in lost or any(
                     k[i] == key[i] and all(k[j] == ckey[j] for j in context)
                     for k, o in self.seen.items()
                     if o.f is not None
@@ -469,6 +475,23 @@ class Moves:
                     why = f"{self.axes[i].name} at the best point (every choice tried there)"
                     moves.append(Move(point, 0.0, i, why))
         return moves
+
+    def _lost_to(self, i: int, value: object) -> set[object]:
+        """The values of choice ``i`` measured ``CHOICE_LOSS`` worse than ``value`` at a point
+        otherwise the same: not worth flipping back to from elsewhere (per-item fetching that
+        lost 40% to per-batch fetching will not win after a count changes)."""
+        by_rest: dict[Key, dict[object, float]] = {}
+        for key, observed in self.seen.items():
+            if observed.f is not None and math.isfinite(observed.f):
+                rest = key[:i] + key[i + 1 :]
+                by_rest.setdefault(rest, {})[key[i]] = observed.f
+        lost: set[object] = set()
+        for values in by_rest.values():
+            here = values.get(value)
+            if here is not None:
+                margin = math.log1p(CHOICE_LOSS) if self.log_scale else CHOICE_LOSS * abs(here)
+                lost |= {v for v, f in values.items() if f > here + margin}
+        return lost
 
     def _carried(self, center: Point, before: Point, after: Point) -> Point | None:
         """``center`` with the changes from ``before`` to ``after``; a numeric value is
