@@ -29,9 +29,9 @@ and the smallest median counts.
     python benchmarks/optimizer_efficiency.py [--seeds 5] [--budget 30] [--cache FILE]
 
 Measured (``--seeds 5 --budget 30``, 2 cores, quiet; best known 62.0 ms re-measured, target
-68.2 ms, bound 38.2 ms): evaluations to target, median over seeds, search 6, random 8, TPE 4,
-optuna 13; best/bound after 5/10/20/30 evaluations search 2.05/1.69/1.60/1.60, random
-1.95/1.77/1.77/1.59, TPE 1.64/1.64/1.35/1.33, optuna 2.43/2.09/1.52/1.49. The target (search
+68.2 ms, bound 40.9 ms): evaluations to target, median over seeds, search 6, random 8, TPE 4,
+optuna 13; best/bound after 5/10/20/30 evaluations search 1.92/1.53/1.49/1.47, random
+1.83/1.66/1.66/1.49, TPE 1.53/1.53/1.26/1.24, optuna 2.28/1.95/1.42/1.39. The target (search
 at most half of TPE's evaluations, ahead at 5 and 10) is not met. Single readings of one
 configuration range over 42-90 ms here, so "reached the target" is partly one lucky reading
 (random search reached it in 1 evaluation on one seed); with 30 evaluations of that noise the
