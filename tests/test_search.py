@@ -37,6 +37,7 @@ from pytest_autopilot.proposals import (
     FeedbackItem,
     OptimizerContext,
     ParameterFile,
+    Proposal,
 )
 from pytest_autopilot.results import Metric
 
@@ -677,6 +678,26 @@ def test_a_stage_that_does_not_scale_keeps_its_concurrency_and_sets_the_pace() -
     assert params["num_threads"] >= 15
 
 
+def proposals_after(
+    space: dict[str, Dimension],
+    text: str,
+    baseline: CandidateRecord,
+    history: list[CandidateRecord],
+    max_candidates: int = 2,
+) -> list[Proposal]:
+    """The search's proposals when the last record of ``history`` is the incumbent, whose
+    parameter file is ``text``."""
+    context = make_context(
+        space,
+        text,
+        baseline=baseline,
+        incumbent=history[-1],
+        history=history,
+        max_candidates=max_candidates,
+    )
+    return list(search.pytest_autopilot_propose(context) or [])
+
+
 def test_improvements_of_one_round_are_combined_in_the_next() -> None:
     """r1c1 (a choice) and r1c2 (a count) each beat r0; r1c2 is the incumbent, so the next
     round first carries r1c1's change over to it."""
@@ -688,10 +709,7 @@ def test_improvements_of_one_round_are_combined_in_the_next() -> None:
     first.parent = second.parent = "r0"
     second.verdict = "accepted"
     incumbent_text = "fetch:\n  concurrency: 8\nexecutor: thread\nbuffer_size: 2\n"
-    context = make_context(
-        space, incumbent_text, baseline=base, incumbent=second, history=[first, second]
-    )
-    proposals = search.pytest_autopilot_propose(context) or []
+    proposals = proposals_after(space, incumbent_text, base, [first, second])
     assert proposals and proposals[0].params == {
         "fetch.concurrency": 8,
         "executor": "process",
@@ -706,14 +724,8 @@ def test_a_count_is_carried_over_only_in_the_direction_that_helped() -> None:
     raised = record("r1c1", {"fetch.concurrency": 4, "buffer_size": 2}, 8.0)
     best = record("r1c2", {"fetch.concurrency": 16, "buffer_size": 8}, 7.0, verdict="accepted")
     raised.parent = best.parent = "r0"
-    context = make_context(
-        space,
-        "fetch:\n  concurrency: 16\nbuffer_size: 8\n",
-        baseline=base,
-        incumbent=best,
-        history=[raised, best],
-    )
-    for proposal in search.pytest_autopilot_propose(context) or []:
+    text = "fetch:\n  concurrency: 16\nbuffer_size: 8\n"
+    for proposal in proposals_after(space, text, base, [raised, best]):
         assert "carried over" not in proposal.rationale, proposal.rationale
 
 
@@ -773,17 +785,10 @@ def test_a_choice_that_lost_clearly_is_not_flipped_back_to_from_elsewhere() -> N
     batch = record("r1c1", {**point, "fetch.mode": "batch"}, 6.0, verdict="accepted")
     best = record("r2c1", {**point, "fetch.mode": "batch", "executor": "process"}, 5.0)
     best.verdict = "accepted"
-    context = make_context(
-        space,
-        "fetch:\n  concurrency: 2\n  mode: batch\nexecutor: process\n",
-        baseline=base,
-        incumbent=best,
-        history=[batch, best],
-        max_candidates=6,
-    )
+    text = "fetch:\n  concurrency: 2\n  mode: batch\nexecutor: process\n"
     flips = [
         p.rationale
-        for p in search.pytest_autopilot_propose(context) or []
+        for p in proposals_after(space, text, base, [batch, best], max_candidates=6)
         if "fetch.mode at the best point" in p.rationale
     ]
     assert flips == []
