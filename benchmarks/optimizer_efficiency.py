@@ -22,9 +22,9 @@ Reported, per method over the seeds: how many evaluations it needed until it had
 configuration within 10% of the best known step time, and its best step time so far as a
 ratio of the machine's lower bound (the suite's CPU work per batch over the cores). The best
 known step time is not the best single measurement, which is partly luck (one configuration
-read 42.5 ms once and 55-60 ms when measured again): the ``--remeasure-top`` best
-configurations of the cache are measured ``--remeasure-times`` more times each, in turns,
-and the smallest median counts.
+read 42.5 ms once, and 65.5 ms as the median with four more readings): the
+``--remeasure-top`` best configurations of the cache are measured ``--remeasure-times`` more
+times each, in turns, and the smallest median counts.
 
     python benchmarks/optimizer_efficiency.py [--seeds 5] [--budget 30] [--cache FILE]
 

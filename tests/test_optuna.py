@@ -108,13 +108,15 @@ def test_an_unknown_sampler_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sampler", "modules"), [("cmaes", ("cmaes",)), ("gp", ("torch", "scipy"))]
+    ("sampler", "modules", "attr_prefix"),
+    [("cmaes", ("cmaes",), "cma:"), ("gp", ("torch", "scipy"), "")],
 )
 def test_each_sampler_by_name_proposes_through_ask_and_tell(
-    tmp_path: Path, sampler: str, modules: tuple[str, ...]
+    tmp_path: Path, sampler: str, modules: tuple[str, ...], attr_prefix: str
 ) -> None:
     """CMA-ES and the Gaussian-process sampler run on the same typed space (ints, a log
-    int, a choice) and bring the objective down from the start."""
+    int, a choice) and bring the objective down from the start. CMA-ES leaves its state in
+    the trials' system attributes, which shows it, not TPE, did the sampling."""
     for module in modules:
         pytest.importorskip(module)
     from offline_search import drive
@@ -138,5 +140,14 @@ def test_each_sampler_by_name_proposes_through_ask_and_tell(
     assert len(trials) == 17
     assert all(t.value is not None for t in trials)
     assert min(t.value for t in trials if t.value is not None) < loss(start) / 2
-    journal = tmp_path / ".autopilot"
-    assert any(journal.rglob("optuna.log")), "the study is stored for optuna-dashboard"
+    journals = list((tmp_path / ".autopilot").rglob("optuna.log"))
+    assert journals, "the study is stored for optuna-dashboard"
+    if attr_prefix:
+        import optuna
+
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journals[0]))
+        )
+        (summary,) = optuna.get_all_study_summaries(storage)
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        assert any(key.startswith(attr_prefix) for t in study.trials for key in t.system_attrs)

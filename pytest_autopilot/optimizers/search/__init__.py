@@ -31,15 +31,18 @@ seconds to minutes, so every evaluation must count. Each round:
    values at once (a pattern move) and pairs of changes that each moved the objective
    (interactions). Plus 100 seeded points near each of the two best points with several
    knobs changed at once (Gaussian steps on the normalized scale), and 200 seeded random
-   points of the whole space. Some moves go before the model's picks, in this order:
-   when the history has SPDL's per-stage statistics (``spdl.stage.<name>.busy_time``), a
-   model per stage that raises every scaling stage's concurrency to what the rate of the
-   stages that cannot scale allows, and the executor's thread count to the tasks they may
-   run at once (``stages.py``); every change that improved its parent beyond the noise,
+   points of the whole space. Some moves go before the model's picks (half of each round
+   until the search stalls, then all of it), in this order: when the history has SPDL's
+   per-stage statistics (``spdl.stage.<name>.busy_time``), a model per stage that raises
+   every scaling stage's concurrency to what the rate of the stages that cannot scale
+   allows, and the executor's thread count to the tasks they may run at once, from the best
+   point and from the best point of each other combination of choices within 30% of it
+   (``stages.py``); every change that improved its parent beyond the noise,
    carried over to the best point when it lacks it (counts only in the direction that
    helped), so two winners of one round are combined in the next; every other value of
    each choice at the best point (an executor kind or per-batch work often decides more
-   than any count); after an improvement that moved one knob, the same step twice as far,
+   than any count), except values that measured 30% worse with everything else equal;
+   after an improvement that moved one knob, the same step twice as far,
    as far, and one step (a pattern move with expansion). Local refinement joins them when
    the model's picks have stopped paying (three evaluations without an improvement beyond
    the noise): every untried one-knob neighbour of the best point (adjacent ints, stepping
@@ -52,9 +55,9 @@ seconds to minutes, so every evaluation must count. Each round:
    predicts
    the objective at every candidate; the value of a candidate is its expected improvement
    over the best predicted point. When a feedback note names a bottleneck (``bottleneck:
-   stage 'decode' ...``), the round's first candidate after those above is the best one
+   stage 'decode' ...``), the round's next candidate after those above is the best one
    that changes only dimensions whose dotted key mentions that name, from the best point,
-   never lowering that stage's concurrency. Each chosen candidate is assumed to land
+   never lowering a concurrency or thread count. Each chosen candidate is assumed to land
    on its prediction (kriging believer) before the next one is chosen, so a round's
    candidates explore different things. Ties, as in the first round, go to the local moves'
    own estimate, then to a seeded order of the dimensions.

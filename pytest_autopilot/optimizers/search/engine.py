@@ -23,11 +23,12 @@ from pytest_autopilot.optimizers.search.space import (
     Move,
     Observed,
     Point,
+    choice_axes,
     ordinal,
     percent_change,
     record_order,
 )
-from pytest_autopilot.optimizers.search.stages import THREAD_WORDS, concurrency_move, key_words
+from pytest_autopilot.optimizers.search.stages import capacity_knob, concurrency_move
 from pytest_autopilot.optimizers.search.state import Observations
 from pytest_autopilot.paramfiles import Scalar, file_format, write_values
 from pytest_autopilot.proposals import OptimizerContext, Proposal
@@ -219,7 +220,7 @@ class Search(Observations):
         if best.f is None:
             return [best]
         margin = math.log1p(CONTEXT_MARGIN) if self.log_scale else CONTEXT_MARGIN * abs(best.f)
-        choices = [i for i, axis in enumerate(self.axes) if not axis.numeric]
+        choices = choice_axes(self.axes)
         found = {tuple(best.point[i] for i in choices): best}
         for center in centers:
             context = tuple(center.point[i] for i in choices)
@@ -304,13 +305,10 @@ class Search(Observations):
     def _lowers_capacity(self, point: Point, origin: Point, changed: set[int]) -> bool:
         """Whether a move lowers a concurrency or thread count: never what a note naming
         that stage as the bottleneck asks for."""
-        for i in changed:
-            axis = self.axes[i]
-            words = key_words(axis)
-            capacity = "concurrency" in words or bool(words & THREAD_WORDS)
-            if axis.numeric and capacity and float(point[i]) < float(origin[i]):  # type: ignore[arg-type]
-                return True
-        return False
+        return any(
+            capacity_knob(self.axes[i]) and float(point[i]) < float(origin[i])  # type: ignore[arg-type]
+            for i in changed
+        )
 
     def _remaining(self, count: int, taken: set[Key]) -> list[Point]:
         """Unseen points of a finite space in order, for the last evaluations of tiny spaces."""

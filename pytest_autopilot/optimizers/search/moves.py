@@ -19,6 +19,7 @@ from pytest_autopilot.optimizers.search.space import (
     Observed,
     Point,
     Prior,
+    choice_axes,
     percent,
     same_except,
 )
@@ -458,7 +459,7 @@ class Moves:
         or per-batch work) often decides more than any count, and no model ranks it well
         from a handful of points; counts changing do not make it worth trying again."""
         moves: list[Move] = []
-        choices = [i for i, axis in enumerate(self.axes) if not axis.numeric]
+        choices = choice_axes(self.axes)
         ckey = self.key(center.point)
         for i in choices:
             lost = self._lost_to(i, ckey[i])

@@ -84,6 +84,11 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def choice_axes(axes: Sequence[Axis]) -> list[int]:
+    """The indices of the choice dimensions: the context a point's counts are measured in."""
+    return [i for i, axis in enumerate(axes) if not axis.numeric]
+
+
 def axes_of(parameters: Sequence[ParameterFile]) -> list[Axis]:
     spaced = [p for p in parameters if p.space]
     prefixed = len(spaced) > 1

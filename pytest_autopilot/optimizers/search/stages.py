@@ -31,7 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pytest_autopilot.config import IntDimension
-from pytest_autopilot.optimizers.search.space import STAGES, Axis, Move, Observed, median
+from pytest_autopilot.optimizers.search.space import (
+    STAGES,
+    Axis,
+    Move,
+    Observed,
+    choice_axes,
+    median,
+)
 
 BUSY_METRIC = re.compile(r"spdl\.stage\.(?P<stage>.+)\.busy_time")
 HEADROOM = 1.25
@@ -90,6 +97,14 @@ def thread_axis(axes: Sequence[Axis], stages: Sequence[str]) -> int | None:
     return None
 
 
+def capacity_knob(axis: Axis) -> bool:
+    """Whether the dimension is a stage's concurrency or the executor's thread count."""
+    words = key_words(axis)
+    return isinstance(axis.dim, IntDimension) and bool(
+        "concurrency" in words or words & THREAD_WORDS
+    )
+
+
 def key_words(axis: Axis) -> set[str]:
     return {w for w in re.split(r"[^a-z0-9]+", axis.key.lower()) if w}
 
@@ -134,7 +149,7 @@ def stage_models(
     concurrency (the center's own measurement when it has one) and its scaling, fitted from
     the points with the center's choices (an executor kind or per-batch work changes how a
     stage scales: decoding scales in processes and not in threads)."""
-    choices = [i for i, axis in enumerate(axes) if not axis.numeric]
+    choices = choice_axes(axes)
     samples: dict[str, list[tuple[float, float]]] = {}
     for observed in seen:
         if any(observed.point[i] != center.point[i] for i in choices):
