@@ -233,7 +233,7 @@ class CpuPin:
     named in ``<lock>.cpu`` (the first session picks the highest one it may use) while its
     timing test runs. Threads that appear meanwhile (a pool a pipeline starts) would inherit
     the pin; they are given back the thread's own CPUs after each round, and the thread its
-    own at the end of the test. Nothing happens with a single CPU or without
+    own when the benchmark run returns. Nothing happens with a single CPU or without
     ``sched_setaffinity``.
     """
 
@@ -332,8 +332,8 @@ class TurnTimer:
         return self.clock()
 
     def finish(self) -> None:
-        """The test is over: a round it left open (its target raised) is over too, and its
-        thread gets its own CPUs back."""
+        """The benchmark run (or the test) is over: a round it left open (its target raised)
+        is over too, and its thread gets its own CPUs back."""
         self._in_round = False
         if self.pin is not None:
             self.pin.unpin()

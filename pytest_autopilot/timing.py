@@ -98,10 +98,16 @@ class TimingLock:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
         """Give the test's ``benchmark`` fixture the turn-taking timer: it pins the rounds'
         CPU and, unless whole tests alternate (:data:`pytest_autopilot.lockstep.ROUNDS_ENV`),
-        hands the lock over between rounds."""
+        hands the lock over between rounds. The pin ends with the benchmark run, not with
+        the test: code after it (``os.sched_getaffinity`` sizing a pool, a bound per core)
+        sees the session's own CPUs."""
         fixture = getattr(item, "funcargs", {}).get("benchmark")
         if fixture is not None and hasattr(fixture, "_timer"):
             fixture._timer = self.timer
+            for name in ("_raw", "_raw_pedantic"):
+                run = getattr(fixture, name, None)
+                if callable(run):
+                    setattr(fixture, name, _then(run, self.timer.finish))
         return (yield)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
@@ -112,6 +118,16 @@ class TimingLock:
             self.turns.close()
             os.close(self.fd)
             self.fd = -1
+
+
+def _then(run: Callable[..., object], after: Callable[[], None]) -> Callable[..., object]:
+    def wrapped(*args: object, **kwargs: object) -> object:
+        try:
+            return run(*args, **kwargs)
+        finally:
+            after()
+
+    return wrapped
 
 
 def register(config: pytest.Config) -> None:

@@ -11,6 +11,7 @@ is timed.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -222,6 +223,43 @@ def test_the_rounds_run_on_one_shared_cpu_and_new_threads_get_the_others_back(
     finally:
         pin.unpin()
     assert os.sched_getaffinity(0) == allowed
+
+
+AFFINITY = """\
+import json, os
+
+def test_step(benchmark):
+    during = []
+    benchmark.pedantic(lambda: during.append(os.sched_getaffinity(0)), rounds=3, iterations=1)
+    after = os.sched_getaffinity(0)
+    with open(os.environ["ROUNDS_LOG"], "w") as out:
+        json.dump({"during": sorted(set.union(*during)), "after": sorted(after)}, out)
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs and sched_setaffinity",
+)
+def test_code_after_the_benchmark_run_sees_the_sessions_own_cpus(tmp_path: Path) -> None:
+    """A test that sizes something per core after its benchmark (the SPDL example's lower
+    bound) must not count the one CPU the rounds were pinned to."""
+    (tmp_path / "test_bench.py").write_text(AFFINITY)
+    log = tmp_path / "affinity.log"
+    env = {
+        **os.environ,
+        timing.CHILD_ENV: "a",
+        timing.TIMING_LOCK_ENV: str(tmp_path / "timing.lock"),
+        "ROUNDS_LOG": str(log),
+    }
+    env.pop(lockstep.BATCH_ENV, None)
+    env.pop(lockstep.PIN_ENV, None)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    done = subprocess.run([*command, "test_bench.py"], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    allowed = sorted(os.sched_getaffinity(0))
+    assert json.loads(log.read_text()) == {"during": [max(allowed)], "after": allowed}
 
 
 def test_a_dead_waiter_never_blocks_a_hand_over(tmp_path: Path) -> None:
