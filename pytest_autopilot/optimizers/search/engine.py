@@ -28,7 +28,11 @@ from pytest_autopilot.optimizers.search.space import (
     percent_change,
     record_order,
 )
-from pytest_autopilot.optimizers.search.stages import capacity_knob, concurrency_move
+from pytest_autopilot.optimizers.search.stages import (
+    as_number,
+    capacity_knob,
+    concurrency_move,
+)
 from pytest_autopilot.optimizers.search.state import Observations
 from pytest_autopilot.paramfiles import Scalar, file_format, write_values
 from pytest_autopilot.proposals import OptimizerContext, Proposal
@@ -219,7 +223,7 @@ class Search(Observations):
         best = centers[0]
         if best.f is None:
             return [best]
-        margin = math.log1p(CONTEXT_MARGIN) if self.log_scale else CONTEXT_MARGIN * abs(best.f)
+        margin = self.margin(CONTEXT_MARGIN, best.f)
         choices = choice_axes(self.axes)
         found = {tuple(best.point[i] for i in choices): best}
         for center in centers:
@@ -261,9 +265,12 @@ class Search(Observations):
         for move, center, _ in candidates:
             origin = (center or incumbent).point
             changed = {i for i, (a, b) in enumerate(zip(move.point, origin, strict=True)) if a != b}
-            hinted = bool(changed) and changed <= self.hinted and origin == incumbent.point
-            if hinted and self._lowers_capacity(move.point, origin, changed):
-                hinted = False
+            hinted = (
+                bool(changed)
+                and changed <= self.hinted
+                and origin == incumbent.point
+                and not self._lowers_capacity(move.point, origin, changed)
+            )
             fixed.append((hinted, self.key(move.point) in preferred))
         chosen: list[tuple[Move, Observed | None]] = []
         hint_taken = False
@@ -306,7 +313,7 @@ class Search(Observations):
         """Whether a move lowers a concurrency or thread count: never what a note naming
         that stage as the bottleneck asks for."""
         return any(
-            capacity_knob(self.axes[i]) and float(point[i]) < float(origin[i])  # type: ignore[arg-type]
+            capacity_knob(self.axes[i]) and as_number(point[i]) < as_number(origin[i])
             for i in changed
         )
 

@@ -57,7 +57,7 @@ class Moves:
         self.seen = state.seen
         self.key = state.key
         self.tol = state.tol
-        self.log_scale = state.log_scale
+        self._margin = state.margin
         self.hinted = state.hinted
         self.seed = state.context.seed
         self._order = state.order
@@ -490,7 +490,7 @@ class Moves:
         for values in by_rest.values():
             here = values.get(value)
             if here is not None:
-                margin = math.log1p(CHOICE_LOSS) if self.log_scale else CHOICE_LOSS * abs(here)
+                margin = self._margin(CHOICE_LOSS, here)
                 lost |= {v for v, f in values.items() if f > here + margin}
         return lost
 

@@ -175,6 +175,10 @@ class Observations:
                 noise = max(noise, 2 * 1.253 * 1.4826 * mad / abs(mid) / math.sqrt(len(samples)))
         return math.log1p(noise) if self.log_scale else noise
 
+    def margin(self, fraction: float, reference: float) -> float:
+        """``fraction`` worse than ``reference``, as a difference on the transformed scale."""
+        return math.log1p(fraction) if self.log_scale else fraction * abs(reference)
+
     # -- choosing ----------------------------------------------------------------------
 
     def order(self, observed: Observed) -> int:
