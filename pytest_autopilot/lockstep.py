@@ -91,6 +91,9 @@ class Turns:
         self.freezable_dir = Path(path + ".freezable")
         self.freezable_dir.mkdir(exist_ok=True)
         self.taken_at = 0.0
+        self.turns_dir = Path(path + ".turns")
+        self.turns_dir.mkdir(exist_ok=True)
+        self.turns_taken = 0
         self.frozen: list[int] = []
         """Waiting sessions this one stopped while it holds the lock; thawed before it lets go."""
         self._freezable = False
@@ -148,20 +151,36 @@ class Turns:
         if not self.others_waiting():
             self._record_turn()
             return
+        waiting = {pid: self._turns_of(pid) for pid in self._waiters()}
         marker = self.waiting_dir / str(self.pid)
         marker.touch()
         try:
             self.thaw()
             self._flock(self.fd, self._un)
             deadline = time.monotonic() + MAX_HANDOVER
-            while time.monotonic() < deadline and self._last_turn() == self.pid:
-                if not self.others_waiting():
-                    break
+            while time.monotonic() < deadline and self._owed(waiting):
                 time.sleep(_POLL)
             self._flock(self.fd, self._ex)
         finally:
             marker.unlink(missing_ok=True)
         self._record_turn()
+
+    def _owed(self, waiting: dict[int, int]) -> bool:
+        """Whether a session that was waiting when this one let go has not had its turn yet
+        and still waits. This one competes for the lock again only then: with three or more
+        sessions, the two that happen to win the lock would otherwise take turns between
+        themselves while the rest wait, and run their rounds later, beside other work, not
+        beside the rounds they are compared with (an A/A run kept 6 no-ops of 36 that way)."""
+        return any(
+            self._turns_of(pid) <= taken and (self.waiting_dir / str(pid)).exists() and _alive(pid)
+            for pid, taken in waiting.items()
+        )
+
+    def _turns_of(self, pid: int) -> int:
+        try:
+            return int((self.turns_dir / str(pid)).read_text() or "0")
+        except (OSError, ValueError):
+            return 0
 
     def others_waiting(self) -> bool:
         return bool(self._waiters())
@@ -207,13 +226,16 @@ class Turns:
 
     def close(self) -> None:
         self.thaw()
+        (self.turns_dir / str(self.pid)).unlink(missing_ok=True)
         if self._freezable:
             (self.freezable_dir / str(self.pid)).unlink(missing_ok=True)
 
     def _record_turn(self) -> None:
         self.taken_at = time.monotonic()
+        self.turns_taken += 1
         with contextlib.suppress(OSError):
             self.turn_path.write_text(str(self.pid))
+            (self.turns_dir / str(self.pid)).write_text(str(self.turns_taken))
         self.freeze_waiters()
 
     def _last_turn(self) -> int | None:

@@ -73,6 +73,66 @@ def test_two_sessions_at_their_timing_tests_alternate_round_by_round(tmp_path: P
     assert sum(x != y for x, y in itertools.pairwise(labels)) == 23, "".join(labels)
 
 
+def test_four_sessions_take_rounds_round_robin(tmp_path: Path) -> None:
+    """With more than two sessions, none takes another round before every other session
+    still measuring has taken one: the two that happen to win the lock must not trade it
+    while the rest wait, or the rest's rounds run later, beside other work (the loop's
+    ``-n 3`` A/A runs kept no-ops that way)."""
+    lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
+    batch.mkdir()
+    labels = ("a", "b", "c", "d")
+    procs = [session(tmp_path, label, lock, log, 8, f"{batch}|4") for label in labels]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    order = [line.split()[0] for line in log.read_text().splitlines()]
+    assert sorted(order) == sorted(labels * 8)
+    done = dict.fromkeys(labels, 0)
+    for label in order:
+        done[label] += 1
+        measuring = [n for n in done.values() if n < 8]
+        assert not measuring or done[label] - min(measuring) <= 1, "".join(order)
+
+
+ATEXIT = """import atexit, os, time
+
+def _exit():
+    with open(os.environ["ROUNDS_LOG"], "a") as out:
+        out.write("exit start\\n")
+    time.sleep(0.5)  # an interpreter shutdown: work after pytest_unconfigure
+    with open(os.environ["ROUNDS_LOG"], "a") as out:
+        out.write("exit end\\n")
+
+atexit.register(_exit)
+
+def test_plain():
+    pass
+"""
+
+
+def test_no_round_runs_while_a_finished_session_is_still_exiting(tmp_path: Path) -> None:
+    """A session the loop started holds the timing lock until its process is gone: what it
+    does after pytest_unconfigure (an interpreter shutdown, tens of milliseconds of CPU)
+    would otherwise run beside the rounds of the sessions still measuring."""
+    lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
+    batch.mkdir()
+    quitter = tmp_path / "quitter"
+    quitter.mkdir()
+    (quitter / "test_plain.py").write_text(ATEXIT)
+    env = {**os.environ, timing.CHILD_ENV: "q", timing.TIMING_LOCK_ENV: str(lock),
+           "ROUNDS_LOG": str(log), lockstep.BATCH_ENV: f"{batch}|2"}  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    first = subprocess.Popen([*command, "test_plain.py"], cwd=quitter, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    second = session(tmp_path, "b", lock, log, 12, f"{batch}|2")
+    for proc in (first, second):
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    lines = log.read_text().splitlines()
+    start, end = lines.index("exit start"), lines.index("exit end")
+    assert not [line for line in lines[start:end] if line.startswith("b ")], lines
+
+
 def test_whole_timing_tests_take_turns_when_asked(tmp_path: Path) -> None:
     lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
     batch.mkdir()
