@@ -10,7 +10,8 @@ run with the default acceptance settings (``min_effect`` 2%, ``confidence`` 0.95
 Every figure is measured twice, side by side: on the machine as it is ("quiet") and under a
 background load this script starts itself (one busy Python process at normal priority).
 
-- A/A: candidates identical to the incumbent; the false keeps (target <= 1%), serial and -n 2.
+- A/A: candidates identical to the incumbent; the false keeps (target <= 1%), serial, -n 2
+  and -n 4 (five sessions in lockstep on what may be fewer cores).
 - Power: the share of real wins kept, per win size and per benchmark length (rounds).
 - Cost: child pytest sessions per candidate (every session the loop started, the round's
   incumbent re-measurements included, the run's baseline not), and how many candidates were
@@ -27,6 +28,15 @@ Measured with ``--candidates 8 --rounds 5,12`` (quiet / under one busy process):
 A/A 0/40 and 0/40 with -n 1, 0/40 and 0/40 with -n 2; 2x and 25% 8/8 everywhere; 10% at 12
 rounds 8/8 / 6/8, at 5 rounds 2/8 / 5/8; 5% at 12 rounds 3/8 / 1/8; cost of a mixed run
 2.50 / 2.75 sessions per candidate with one per round, 2.38 / 2.00 with four per round.
+
+With ``--quick --candidates 6``, after lockstep went round-robin (a session competes for the
+lock again only once every session that was waiting has had its turn) and finished sessions
+hold the lock until they exit: A/A 0/12 at -n 1, 2 and 4, quiet and busy; power 6/6 for every
+win quiet, busy 6/6, 3/6, 5/6 at 5 rounds (2x, 25%, 10%; the 25% cell run again alone: 6/6)
+and 6/6, 6/6, 5/6 at 12; mixed run 3.00 / 3.00 and 2.00 / 1.75 sessions per candidate. Before
+that change -n 3 and -n 4 kept no-ops quiet (6/36 and 9/96, A/A runs of 12 and 16 at 5
+rounds): two sessions traded the lock while the others waited, and a session's interpreter
+shutdown ran beside the others' rounds.
 """
 
 from __future__ import annotations
@@ -194,7 +204,7 @@ def main() -> int:
     figures: dict[tuple[str, bool], list[Outcome]] = {}
     for busy in (False, True):
         with load(busy):
-            for workers in (1, 2):
+            for workers in (1, 2, 4):
                 outcome = run([1.0] * aa_count, lengths[0], base, workers)
                 figures[(f"A/A false keeps, -n {workers}, {lengths[0]} rounds", busy)] = [outcome]
             mixed = MIXED * max(1, per_cell // 4)
