@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 
@@ -35,6 +36,8 @@ TIMING_LOCK_ENV = "PYTEST_AUTOPILOT_TIMING_LOCK"
 READY_ENV = "PYTEST_AUTOPILOT_TIMING_READY"
 """A file a child session creates once it holds the lock (``--autopilot-against`` waits)."""
 PLUGIN_NAME = "autopilot-timing-lock"
+EXIT_HOLD = 2.0
+"""Longest a finished session holds the timing lock while its process shuts down, in seconds."""
 CHILD_ENV = "PYTEST_AUTOPILOT_CHILD"
 """Set (to its label) in every session the loop starts: ``loop.child.CHILD_ENV``."""
 
@@ -117,9 +120,13 @@ class TimingLock:
         a process of its own: the lock is then held until the process is gone (the kernel
         releases it). Its interpreter shutdown after this hook is tens of milliseconds of
         CPU, which would otherwise run beside the next rounds of the sessions still measuring
-        (rounds of 10 ms of CPU were seen to take 15-22 ms)."""
+        (rounds of 10 ms of CPU were seen to take 15-22 ms). A process that does not end
+        (a thread it never joins) lets go after :data:`EXIT_HOLD` seconds."""
         if _own_process():
             self.turns.close()
+            closer = threading.Timer(EXIT_HOLD, self.close)
+            closer.daemon = True
+            closer.start()
         else:
             self.close()
 

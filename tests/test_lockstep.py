@@ -110,20 +110,27 @@ def test_plain():
 """
 
 
+def plain_session(
+    root: Path, text: str, lock: Path, log: Path, batch: str
+) -> subprocess.Popen[str]:
+    """A loop session (label ``q``) of one test module ``text``, with no timing test."""
+    folder = root / "q"
+    folder.mkdir()
+    (folder / "test_plain.py").write_text(text)
+    env = {**os.environ, timing.CHILD_ENV: "q", timing.TIMING_LOCK_ENV: str(lock),
+           "ROUNDS_LOG": str(log), lockstep.BATCH_ENV: batch}  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    return subprocess.Popen([*command, "test_plain.py"], cwd=folder, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
 def test_no_round_runs_while_a_finished_session_is_still_exiting(tmp_path: Path) -> None:
     """A session the loop started holds the timing lock until its process is gone: what it
     does after pytest_unconfigure (an interpreter shutdown, tens of milliseconds of CPU)
     would otherwise run beside the rounds of the sessions still measuring."""
     lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
     batch.mkdir()
-    quitter = tmp_path / "quitter"
-    quitter.mkdir()
-    (quitter / "test_plain.py").write_text(ATEXIT)
-    env = {**os.environ, timing.CHILD_ENV: "q", timing.TIMING_LOCK_ENV: str(lock),
-           "ROUNDS_LOG": str(log), lockstep.BATCH_ENV: f"{batch}|2"}  # fmt: skip
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
-    first = subprocess.Popen([*command, "test_plain.py"], cwd=quitter, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    first = plain_session(tmp_path, ATEXIT, lock, log, f"{batch}|2")
     second = session(tmp_path, "b", lock, log, 12, f"{batch}|2")
     for proc in (first, second):
         out, _ = proc.communicate(timeout=120)
@@ -131,6 +138,30 @@ def test_no_round_runs_while_a_finished_session_is_still_exiting(tmp_path: Path)
     lines = log.read_text().splitlines()
     start, end = lines.index("exit start"), lines.index("exit end")
     assert not [line for line in lines[start:end] if line.startswith("b ")], lines
+
+
+LINGER = """\
+import threading, time
+
+def test_plain():
+    threading.Thread(target=time.sleep, args=(30,)).start()  # never joined: the exit waits
+"""
+
+
+def test_a_session_that_does_not_exit_lets_go_of_the_lock_in_time(tmp_path: Path) -> None:
+    lock, log, batch = tmp_path / "timing.lock", tmp_path / "rounds.log", tmp_path / "batch"
+    batch.mkdir()
+    first = plain_session(tmp_path, LINGER, lock, log, f"{batch}|2")
+    try:
+        began = time.monotonic()
+        second = session(tmp_path, "b", lock, log, 3, f"{batch}|2")
+        out, _ = second.communicate(timeout=120)
+        assert second.returncode == 0, out
+        assert time.monotonic() - began < 20, "the lock was held until the thread ended"
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.communicate()
 
 
 def test_whole_timing_tests_take_turns_when_asked(tmp_path: Path) -> None:
