@@ -16,7 +16,9 @@ process (``<lock>.waiting/<pid>``); whose turn it was, the pid in ``<lock>.turn`
 waiters (their pid is gone) are ignored and their files removed, and every wait is capped at
 :data:`MAX_HANDOVER` seconds, so a session that dies or moves on never blocks the others.
 Calls from anywhere but ``runner`` (pytest-benchmark's timer-precision probe) read the clock
-and do nothing else.
+and do nothing else. With three or more sessions the turns go round-robin: a session that let
+go competes for the lock again only once every session then waiting has had its turn
+(``<lock>.turns/<pid>`` counts each session's turns).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 With ``pytest --autopilot -n N`` several candidate sessions run at once, and a benchmark that
 shares the CPU with another candidate's tests measures the neighbour as much as its own code.
 Every session the loop starts gets the path of a machine-wide lock file in
-:data:`TIMING_LOCK_ENV`. The session holds that lock *shared* from ``pytest_configure`` to
-``pytest_unconfigure`` and converts it to *exclusive* around each timing test (one that uses
+:data:`TIMING_LOCK_ENV`. The session holds that lock *shared* from ``pytest_configure`` until its
+process is gone (at most :data:`EXIT_HOLD` seconds after ``pytest_unconfigure``) and
+converts it to *exclusive* around each timing test (one that uses
 pytest-benchmark's ``benchmark`` fixture). A timing test therefore starts only once every other
 session is itself waiting at a timing test or has finished, and no session makes progress while
 it runs: non-timing tests run in parallel, timing tests one at a time, in whatever order the
