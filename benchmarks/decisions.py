@@ -35,8 +35,10 @@ hold the lock until they exit: A/A 0/12 at -n 1, 2 and 4, quiet and busy; power 
 win quiet, busy 6/6, 3/6, 5/6 at 5 rounds (2x, 25%, 10%; the 25% cell run again alone: 6/6)
 and 6/6, 6/6, 5/6 at 12; mixed run 3.00 / 3.00 and 2.00 / 1.75 sessions per candidate. Before
 that change -n 3 and -n 4 kept no-ops quiet (6/36 and 9/96, A/A runs of 12 and 16 at 5
-rounds): two sessions traded the lock while the others waited, and a session's interpreter
-shutdown ran beside the others' rounds.
+rounds) and, beside one busy process, -n 2, 3 and 4 kept 8/36, 11/36 and 11/36: two sessions
+traded the lock while the others waited, and a session's interpreter shutdown ran beside the
+others' rounds. After it, A/A runs of 12 at 5 rounds kept 0/36 at each quiet, and 1/96,
+0/96, 1/96 beside one busy process.
 """
 
 from __future__ import annotations
