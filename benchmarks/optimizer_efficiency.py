@@ -239,17 +239,18 @@ class Evaluator:
     def value(self, params: Params) -> float:
         return float(self.entry(params)["value"])
 
-    def remeasure(self, keys: list[str], times: int) -> None:
-        """Measure each configuration until it has ``times`` more readings than its first, in
-        turns (one reading of each, then the next), so a drift of the machine touches all alike."""
+    def remeasure(self, keys: list[str], times: int, field: str = "again") -> None:
+        """Measure each configuration until it has ``times`` readings under ``field`` (beside
+        its first), in turns (one reading of each, then the next), so a drift of the machine
+        touches all alike."""
         for turn in range(times):
-            pending = [k for k in keys if len(self.cache[k].get("again", [])) <= turn]
+            pending = [k for k in keys if len(self.cache[k].get(field, [])) <= turn]
             for number, key in enumerate(pending, start=1):
-                again = self.cache[key].setdefault("again", [])
-                again.append(self._measure(json.loads(key))["value"])
+                reading = self._measure(json.loads(key))["value"]
+                self.cache[key].setdefault(field, []).append(reading)
                 if self.cache_path is not None:
                     self.cache_path.write_text(json.dumps(self.cache, indent=1) + "\n")
-                print(f"  re-measured turn {turn + 1}/{times}, {number}/{len(pending)}", flush=True)
+                print(f"  {field} turn {turn + 1}/{times}, {number}/{len(pending)}", flush=True)
 
     def truth(self, key: str, times: int) -> float:
         """A configuration's step time: the median of its ``times`` readings after the first.
@@ -273,15 +274,7 @@ class Evaluator:
         medians, biased low by being picked (the winner's curse); readings of the finalists
         taken again, in one pass, say by how much, together with any drift of the machine
         since the re-measurements (which the cache mixes from several runs)."""
-        for turn in range(times):
-            for number, key in enumerate(keys, start=1):
-                confirmed = self.cache[key].setdefault("confirm", [])
-                if len(confirmed) > turn:
-                    continue
-                confirmed.append(self._measure(json.loads(key))["value"])
-                if self.cache_path is not None:
-                    self.cache_path.write_text(json.dumps(self.cache, indent=1) + "\n")
-                print(f"  confirmed turn {turn + 1}/{times}, {number}/{len(keys)}", flush=True)
+        self.remeasure(keys, times, "confirm")
         return {k: float(statistics.median(self.cache[k]["confirm"][:times])) for k in keys}
 
 
@@ -451,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(args: argparse.Namespace, ev: Evaluator, bound: float) -> int:
-    """Run every method on every seed and print both tables; ``bound`` is measured quiet."""
+    """Run every method on every seed and print the three tables; ``bound`` is measured
+    quiet."""
     space, start = suite_space()
     began = time.monotonic()
     print(

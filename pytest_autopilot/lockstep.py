@@ -150,10 +150,10 @@ class Turns:
         """
         if time.monotonic() - self.taken_at < QUANTUM:
             return
-        if not self.others_waiting():
+        waiting = {pid: self._turns_of(pid) for pid in self._waiters()}
+        if not waiting:
             self._record_turn()
             return
-        waiting = {pid: self._turns_of(pid) for pid in self._waiters()}
         marker = self.waiting_dir / str(self.pid)
         marker.touch()
         try:
