@@ -53,6 +53,28 @@ def loop_comparison(config: AutopilotConfig, payload: Mapping[str, Any]) -> list
     return comparison_rows(config, best, base, statuses)
 
 
+def paired_note(config: AutopilotConfig, payload: Mapping[str, Any]) -> str | None:
+    """The best's change as the loop measured it, side by side with each incumbent, when the
+    table's (the baseline measured alone, the best beside another session) differs from it."""
+    best, base = payload.get("best") or {}, payload.get("baseline") or {}
+    paired = best.get("paired_value")
+    if config.objective is None or not isinstance(paired, (int, float)):
+        return None
+    name = config.objective.metric
+    try:
+        measured = float(best["metrics"][name]["value"])
+        baseline = float(base["metrics"][name]["value"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not baseline or abs(measured - paired) <= 0.01 * abs(paired):
+        return None
+    return (
+        f"{name}: the best is {_pct(paired / baseline - 1.0)} against the baseline as measured "
+        f"side by side with each incumbent ({_pct(measured / baseline - 1.0)} above compares "
+        "the baseline measured alone with the best measured beside another session)"
+    )
+
+
 def _counterpart(session: SessionResult, metric: Metric) -> Metric | None:
     for key in (metric.name, metric.nodeid):
         if key is not None:

@@ -273,11 +273,15 @@ class AutopilotPlugin:
 
     def _compare_loop(self, payload: dict[str, Any]) -> None:
         """The loop's table: its best commit against the baseline it measured."""
-        from pytest_autopilot.comparison import loop_comparison
+        from pytest_autopilot.comparison import loop_comparison, paired_note
 
-        self.comparison = loop_comparison(self.autopilot_config(), payload)
+        config = self.autopilot_config()
+        self.comparison = loop_comparison(config, payload)
         best = payload.get("best") or {}
         self.comparison_title = f"best ({best.get('id', 'best')}) against the baseline"
+        note = paired_note(config, payload)
+        if note is not None:
+            self.notes.append(note)
 
     def _write(
         self, result: SessionResult, loop_payload: dict[str, Any] | None, session: pytest.Session

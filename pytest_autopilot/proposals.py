@@ -67,12 +67,26 @@ class CandidateRecord:
     """Git tree id: two candidates with the same tree are the same code."""
     usage: dict[str, float] = field(default_factory=dict)
     """Tokens and cost an LLM optimizer spent on it."""
+    paired_value: float | None = None
+    """The objective on the baseline's scale: the incumbent's own paired value (the
+    baseline's measured one) times the ratio the candidate showed beside that incumbent,
+    measured side by side. ``None`` when no paired decision was made. Sessions measured side
+    by side run slower or faster than one measured alone (their rounds take turns on one CPU
+    and evict each other's caches), so a candidate's own measurement is only comparable with
+    the incumbent's beside it; this value carries that comparison to one scale."""
 
     def objective_value(self, objective: Objective | None) -> float | None:
         if objective is None:
             return None
         metric = self.metrics.get(objective.metric)
         return None if metric is None else metric.value
+
+    def comparable_value(self, objective: Objective | None) -> float | None:
+        """The objective on the baseline's scale: :attr:`paired_value` when the candidate
+        was decided side by side with its incumbent, else its own measured value."""
+        if self.paired_value is not None and objective is not None:
+            return self.paired_value
+        return self.objective_value(objective)
 
 
 class CommittedFiles(Protocol):

@@ -456,3 +456,49 @@ def test_kill_9_loses_only_the_candidate_in_flight(pytester: pytest.Pytester) ->
     assert not _alive(orphan)
     assert json.loads(repo.show("autopilot/demo", "params.json")) == {"x": 3}
     assert repo.worktrees() == [str(repo.path)]
+
+
+SIDE_BY_SIDE_TEST = """\
+import json, os, pathlib, random
+
+def test_loss(autopilot):
+    x = json.loads((pathlib.Path(__file__).parent / "params.json").read_text())["x"]
+    level = 1.0 if x == 0 else 0.5
+    label = os.environ.get("PYTEST_AUTOPILOT_CHILD", "r0")
+    if label != "r0":
+        level *= 1.3  # side by side with another session: both read 30% slower
+    rng = random.Random(label)
+    samples = [level * (1.0 + rng.gauss(0.0, 0.01)) for _ in range(20)]
+    autopilot.record("loss", sorted(samples)[10], goal="min", samples=samples)
+"""
+
+
+def test_changes_are_told_as_measured_side_by_side_not_against_the_baseline_measured_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """The baseline is measured alone, candidates beside a fresh session of their incumbent.
+    On a benchmark that runs 30% slower beside another session, a 2x win reads 0.65 against
+    the baseline's 1.0 (-35%); the run tells it as the incumbent's value times the ratio
+    measured side by side (-50%), and the payload carries it as ``paired_value``."""
+    project(
+        pytester.path,
+        test=SIDE_BY_SIDE_TEST,
+        conftest=WALK_CONFTEST.replace("STEPS = (1, -1)", "STEPS = (1,)"),
+        budget={"rounds": 1, "candidates": 1},
+        gates=[{"metric": "loss", "max": 0.9}],
+    )
+    result = pytester.runpytest("--autopilot", "--autopilot-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    (entry,) = candidates(payload(pytester.path / "out.json"))
+    assert entry["verdict"] == "accepted"
+    assert entry["metrics"]["loss"]["value"] == pytest.approx(0.65, rel=0.03)
+    assert entry["paired_value"] == pytest.approx(0.5, rel=0.03)
+    result.stdout.fnmatch_lines(
+        [
+            "autopilot: r1c1 x=1 loss 1 -> 0.* (-50%) accepted*",
+            "autopilot: r1c1  accepted  0.* (-50%)  x=1",
+            "autopilot: best: r1c1 *(-50%)*",
+            "autopilot:   loss * -35.*",
+            "autopilot: loss: the best is -50.*% against the baseline as measured side by side*",
+        ]
+    )

@@ -24,6 +24,7 @@ def sample_state() -> RunState:
         "r1c1", 1, "b" * 40, "a" * 40, "x=1", "accepted", "better", params={"x": 1}, tree="t1"
     )
     winner.usage = {"requests": 2.0, "cost_usd": 0.01}
+    winner.paired_value = 4.5
     state.claim_tree("t1", winner.id)
     state.add(winner)
     state.incumbent = winner
@@ -47,6 +48,15 @@ def test_the_state_round_trips_through_json() -> None:
         elapsed_before=12.5,
     )
     assert again.incumbent is again.records[0]
+    assert again.incumbent.paired_value == 4.5
+
+
+def test_a_state_saved_before_paired_values_loads_without_them() -> None:
+    data = sample_state().to_json(0.0)
+    for entry in [data["baseline"], *data["records"]]:
+        entry.pop("paired_value")
+    again = RunState.from_json(data, "state.json")
+    assert again.incumbent.paired_value is None
 
 
 def test_the_history_is_a_copy_the_optimizer_cannot_change_the_run_through() -> None:
@@ -81,6 +91,8 @@ def broken(data: dict[str, Any], change: str) -> dict[str, Any] | str:
         data["records"][0]["verdict"] = "maybe"
     elif change == "usage not numbers":
         data["records"][0]["usage"] = {"requests": "many"}
+    elif change == "paired value as text":
+        data["records"][0]["paired_value"] = "4.5"
     return data
 
 
@@ -94,6 +106,7 @@ CHANGES = [
     "gate with an unknown key",
     "unknown verdict",
     "usage not numbers",
+    "paired value as text",
 ]
 
 

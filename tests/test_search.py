@@ -792,3 +792,19 @@ def test_a_choice_that_lost_clearly_is_not_flipped_back_to_from_elsewhere() -> N
         if "fetch.mode at the best point" in p.rationale
     ]
     assert flips == []
+
+
+def test_the_search_compares_candidates_by_their_paired_values_on_the_baselines_scale() -> None:
+    """Sessions measured side by side read slower than the baseline measured alone (a
+    cache-bound benchmark: 30%); a candidate's own value would make every move look worse than
+    the start. Its paired value (the incumbent's times the ratio beside it) is what counts."""
+    baseline = record("r0", None, 10.0, verdict=None)
+    side_by_side = record("r1c1", {"x": 4}, 13.0)
+    side_by_side.paired_value = 9.0
+    context = make_context(
+        {"x": IntDimension(1, 9)}, "x: 3\n", history=[side_by_side], baseline=baseline
+    )
+    state = search.Search(context)
+    state.observe(context.history)
+    assert state.seen[state.key((4,))].f == pytest.approx(math.log(9.0))
+    assert state.seen[state.key((3,))].f == pytest.approx(math.log(10.0))

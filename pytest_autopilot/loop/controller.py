@@ -293,7 +293,7 @@ class Controller:
 
     def _new_incumbent(self) -> None:
         incumbent = self.state.incumbent
-        self.progress.incumbent(incumbent.id, incumbent.objective_value(self.objective))
+        self.progress.incumbent(incumbent.id, incumbent.comparable_value(self.objective))
 
     def _measure_baseline(self) -> None:
         baseline = self.state.baseline
@@ -433,6 +433,9 @@ class Controller:
             for measurement in decision.measurements:
                 self._note_measurement(measurement)
             record.verdict, record.reason = decision.verdict, decision.reason
+            base = reference.comparable_value(self.objective)
+            if decision.ratio is not None and base is not None:
+                record.paired_value = base * decision.ratio
             if decision.result is not None:
                 record.metrics = decision.result.metrics
                 self.results[record.id] = decision.result

@@ -94,6 +94,8 @@ class Decision:
     """Further measurements taken to decide (the confirmation of a sampled objective)."""
     pairs: list[racing.Pair] = field(default_factory=list)
     """The racer's paired measurements so far (none when the policy decided)."""
+    ratio: float | None = None
+    """The racer's estimate of the objective's ratio to the incumbent beside it."""
 
     @property
     def result(self) -> SessionResult | None:
@@ -281,9 +283,10 @@ class Judge:
                 decision.pairs.append(more)
                 verdicts[id(decision)] = racer.decide(decision.pairs)
         for decision in raced:
+            verdict = verdicts[id(decision)]
+            decision.ratio = verdict.ratio
             if id(decision) in failed:
                 continue
-            verdict = verdicts[id(decision)]
             racer.finished(decision.pairs)
             decision.verdict = "accepted" if verdict.verdict == "keep" else "rejected"
             decision.reason = f"{name} {verdict.describe()}"
@@ -324,14 +327,18 @@ class Judge:
     def pick_winner(
         self, accepted: Sequence[CandidateRecord], decisions: Sequence[Decision]
     ) -> tuple[CandidateRecord | None, list[Decision]]:
-        """The accepted candidate with the best objective, and a ``rejected`` decision for
-        each other one (this round's own decisions are changed in place)."""
+        """The accepted candidate with the best objective (its paired value when it has one:
+        those of an interrupted run's candidates were measured beside another session), and a
+        ``rejected`` decision for each other one (this round's own decisions are changed in
+        place)."""
         if not accepted:
             return None, []
         sign = 1.0 if self.objective.goal == "min" else -1.0
         own = {id(d.record): d for d in decisions}
 
         def value(record: CandidateRecord) -> float:
+            if record.paired_value is not None:
+                return sign * record.paired_value
             decision = own.get(id(record))
             result = decision.result if decision is not None else None
             metric = (result.metrics if result else record.metrics).get(self.objective.metric)

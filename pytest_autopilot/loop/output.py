@@ -107,10 +107,10 @@ class LoopOutput:
         is shown too: it holds the estimate, its interval and how many measurements it took.
         """
         name = self.objective.metric
-        after = record.objective_value(self.objective)
+        after = record.comparable_value(self.objective)
         line = f"{record.id} {change(record)}"
         if after is not None:
-            before = reference.objective_value(self.objective)
+            before = reference.comparable_value(self.objective)
             line += f" {name} {num(before)} -> {num(after)}{percent(before, after)}"
         line += f" {record.verdict}"
         if record.verdict != "accepted" or raced:
@@ -129,7 +129,7 @@ class LoopOutput:
     ) -> None:
         """Why the run stopped, a table of every candidate, and the best commit's gates."""
         name = self.objective.metric
-        base = state.baseline.objective_value(self.objective)
+        base = state.baseline.comparable_value(self.objective)
         self.say(
             f"experiment {self.config.experiment} stopped: {stop_reason} "
             f"({state.rounds_done} rounds, {len(state.records)} candidates, "
@@ -137,7 +137,7 @@ class LoopOutput:
         )
         rows = [("id", "verdict", name, "change"), ("r0", "baseline", num(base), "")]
         for record in sorted(state.records, key=position):
-            value = record.objective_value(self.objective)
+            value = record.comparable_value(self.objective)
             shown = num(value) + percent(base, value) if value is not None else "-"
             rows.append((record.id, str(record.verdict), shown, change(record)))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -166,8 +166,8 @@ class LoopOutput:
         if state.incumbent.id == "r0":
             self.say(f"no candidate beat the baseline; {branch} points at the baseline")
             return
-        base = state.baseline.objective_value(self.objective)
-        best = state.incumbent.objective_value(self.objective)
+        base = state.baseline.comparable_value(self.objective)
+        best = state.incumbent.comparable_value(self.objective)
         self.say(
             f"best: {state.incumbent.id} ({str(state.incumbent.commit)[:10]}) "
             f"{self.objective.metric} {num(base)} -> {num(best)}{percent(base, best)} "
@@ -222,7 +222,12 @@ def payload(
             "commit": state.incumbent.commit,
             "branch": branch,
             "metrics": metrics_json(state.incumbent),
-        },
+        }
+        | (
+            {"paired_value": state.incumbent.paired_value}
+            if state.incumbent.paired_value is not None
+            else {}
+        ),
         "gates": [asdict(s) for s in best_gates],
         "passed": tests_ok and all(s.passed for s in best_gates),
         "usage": usage_total(state.records),

@@ -45,6 +45,7 @@ def record_to_json(record: CandidateRecord) -> dict[str, Any]:
         "diff_summary": record.diff_summary,
         "tree": record.tree,
         "usage": dict(record.usage),
+        "paired_value": record.paired_value,
     }
 
 
@@ -90,7 +91,13 @@ def record_from_json(data: Any, source: str) -> CandidateRecord:
         diff_summary=_typed(data, "diff_summary", str, "") or "",
         tree=_typed(data, "tree", str, None),
         usage={str(k): float(v) for k, v in usage.items()},
+        paired_value=_number(data, "paired_value"),
     )
+
+
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    value = _typed(data, key, (int, float), None)
+    return None if value is None else float(value)
 
 
 def frozen_copy(record: CandidateRecord) -> CandidateRecord:

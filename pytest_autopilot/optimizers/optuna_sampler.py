@@ -211,7 +211,7 @@ class OptunaRound:
         reference = self.context.baseline.metrics.get("tests.failed")
         if failed is not None and reference is not None and failed.value > reference.value:
             return math.inf
-        value = record.objective_value(self.context.objective)
+        value = record.comparable_value(self.context.objective)
         return math.inf if value is None or not math.isfinite(value) else value
 
     def inside(self, params: dict[str, Any]) -> bool:

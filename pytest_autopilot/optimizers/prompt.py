@@ -133,8 +133,8 @@ def task_text(context: OptimizerContext, *, candidate: int, prefix: str = "") ->
     else:
         parts.append("Implement the single most promising idea that the history has not tried.")
 
-    incumbent_value = context.incumbent.objective_value(objective)
-    baseline_value = context.baseline.objective_value(objective)
+    incumbent_value = context.incumbent.comparable_value(objective)
+    baseline_value = context.baseline.comparable_value(objective)
     direction = "lower" if objective.goal == "min" else "higher"
     parts.append(
         "## Objective\n"
@@ -251,7 +251,7 @@ def _history(context: OptimizerContext) -> str:
 
 
 def _record(record: CandidateRecord, context: OptimizerContext) -> str:
-    value = record.objective_value(context.objective)
+    value = record.comparable_value(context.objective)
     verdict = record.verdict or "pending"
     head = f"- {record.id}: {verdict}, `{context.objective.metric}` = {_num(value)}"
     if record.reason:

@@ -155,7 +155,7 @@ class Observations:
         failed = failed_tests(record)
         if failed is not None and reference_failed is not None and failed > reference_failed:
             return math.inf
-        value = record.objective_value(objective)
+        value = record.comparable_value(objective)
         if value is None or not math.isfinite(value):
             return math.inf
         return value
