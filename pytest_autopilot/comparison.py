@@ -55,7 +55,8 @@ def loop_comparison(config: AutopilotConfig, payload: Mapping[str, Any]) -> list
 
 def paired_note(config: AutopilotConfig, payload: Mapping[str, Any]) -> str | None:
     """The best's change as the loop measured it, side by side with each incumbent, when the
-    table's (the baseline measured alone, the best beside another session) differs from it."""
+    table's (the baseline measured alone, the best beside another session) differs from it
+    by more than :data:`NOTE_POINTS` percentage points."""
     best, base = payload.get("best") or {}, payload.get("baseline") or {}
     paired = best.get("paired_value")
     if config.objective is None or not isinstance(paired, (int, float)):
@@ -66,13 +67,16 @@ def paired_note(config: AutopilotConfig, payload: Mapping[str, Any]) -> str | No
         baseline = float(base["metrics"][name]["value"])
     except (KeyError, TypeError, ValueError):
         return None
-    if not baseline or abs(measured - paired) <= 0.01 * abs(paired):
+    if not baseline or abs(measured - paired) / abs(baseline) <= NOTE_POINTS / 100.0:
         return None
     return (
         f"{name}: the best is {_pct(paired / baseline - 1.0)} against the baseline as measured "
-        f"side by side with each incumbent ({_pct(measured / baseline - 1.0)} above compares "
-        "the baseline measured alone with the best measured beside another session)"
+        "side by side with each incumbent (the table compares the baseline measured alone "
+        "with the best measured beside another session)"
     )
+
+
+NOTE_POINTS = 2.0
 
 
 def _counterpart(session: SessionResult, metric: Metric) -> Metric | None:

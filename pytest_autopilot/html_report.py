@@ -196,6 +196,15 @@ def _value(metrics: Any, name: str | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _compared(cand: Mapping[str, Any], metric: str | None) -> float | None:
+    """The candidate's objective on the baseline's scale: its ``paired_value`` (measured
+    side by side with its incumbent) when it has one, else its own measured value."""
+    paired = cand.get("paired_value")
+    if metric is not None and isinstance(paired, (int, float)) and not isinstance(paired, bool):
+        return float(paired)
+    return _value(cand.get("metrics"), metric)
+
+
 def _loop(payload: Mapping[str, Any], diffs: Mapping[str, str]) -> list[str]:
     metric, goal = _objective(payload)
     parts: list[str] = []
@@ -227,7 +236,7 @@ def _candidate(
 ) -> str:
     cid = str(cand.get("id"))
     verdict = str(cand.get("verdict") or "")
-    value = _value(cand.get("metrics"), metric)
+    value = _compared(cand, metric)
     head = f"<b>{escape(cid)}</b> {_badge(verdict)}"
     if metric is not None and value is not None:
         head += f" {escape(metric)} = {escape(fmt(value))}"
@@ -293,7 +302,7 @@ def _tree(payload: Mapping[str, Any], metric: str | None) -> str:
                     node(
                         str(k.get("id")),
                         str(k.get("verdict") or ""),
-                        _value(k.get("metrics"), metric),
+                        _compared(k, metric),
                     )
                     for k in kids
                 )
@@ -306,7 +315,8 @@ def _tree(payload: Mapping[str, Any], metric: str | None) -> str:
 
 
 def convergence_svg(payload: Mapping[str, Any], metric: str, goal: str) -> str:
-    """Objective of every candidate in evaluation order, and the incumbent as a step line."""
+    """Objective of every candidate in evaluation order (its paired value, on the baseline's
+    scale, when it has one), and the incumbent as a step line."""
     baseline = payload.get("baseline") if isinstance(payload.get("baseline"), Mapping) else {}
     assert isinstance(baseline, Mapping)
     base = _value(baseline.get("metrics"), metric)
@@ -318,7 +328,7 @@ def convergence_svg(payload: Mapping[str, Any], metric: str, goal: str) -> str:
         points.append((0, base, "baseline", "r0"))
         steps.append((0, base))
     for index, cand in enumerate(candidates(payload), start=1):
-        value = _value(cand.get("metrics"), metric)
+        value = _compared(cand, metric)
         verdict = str(cand.get("verdict") or "")
         if value is not None and verdict not in ("violation", "failed", "timeout"):
             points.append((index, value, verdict, str(cand.get("id"))))

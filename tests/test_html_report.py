@@ -78,3 +78,14 @@ def test_timings_get_a_log_axis_and_the_incumbent_steps_down() -> None:
     assert "&lt;because&gt;" in html and "<because>" not in html
     assert "0.001 &lt;= max 0.01" in html
     assert "<b>&#9733; best</b>" in html
+
+
+def test_a_candidate_is_shown_and_plotted_at_its_paired_value() -> None:
+    """Measured beside its incumbent, a no-op read 0.13 against the baseline's 0.1 measured
+    alone; its paired value (0.1) is what the page shows and plots, level with the baseline."""
+    data = payload([0.13], ["rejected"])
+    data["rounds"][0]["candidates"][0]["paired_value"] = 0.1
+    html = render_html(data)
+    assert "r1c1</b> " in html and "step = 0.1<" in html and "step = 0.13<" not in html
+    heights = re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', html)
+    assert len(heights) == 2 and heights[0] == heights[1]
