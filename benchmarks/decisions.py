@@ -39,6 +39,19 @@ rounds) and, beside one busy process, -n 2, 3 and 4 kept 8/36, 11/36 and 11/36: 
 traded the lock while the others waited, and a session's interpreter shutdown ran beside the
 others' rounds. After it, A/A runs of 12 at 5 rounds kept 0/36 at each quiet, and 1/96,
 0/96, 1/96 beside one busy process.
+
+The default-size run again after those changes (``--candidates 8 --rounds 5,12``, 14 min of
+loops, quiet / under one busy process): A/A 0/40 and 0/40 at each of -n 1, 2 and 4 (0 of 240
+in all); 2x and 25% 8/8 everywhere; 10% at 5 rounds 2/8 / 2/8, at 12 rounds 7/8 / 5/8; 5% at
+12 rounds 3/8 / 0/8; cost 2.52 / 2.61 sessions per candidate over every serial scenario (134
+and 125 of 176 decided by their first measurement), mixed run 2.62 / 2.62 with one per round
+and 1.75 / 1.75 with four. The 10%-at-5-rounds cell is the one that moves between runs: six
+more quiet runs of it kept 5, 6, 0, 1, 8 and 2 of 8 (46% in all) at 4.5-5.8 sessions per
+candidate. Its estimates are right (-8 to -12% for a -9.1% change) but each pair rests on 5
+rounds, and on this VM a lone process timing the same 20 ms loop 300 times sees 26-33% of
+its rounds more than 10% off their median: runs whose first pairs catch such rounds learn a
+larger session noise and keep fewer. Longer benchmarks (12 rounds) keep 10% wins 7 of 8
+quiet.
 """
 
 from __future__ import annotations
