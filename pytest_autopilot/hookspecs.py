@@ -58,7 +58,9 @@ def pytest_autopilot_propose(context: OptimizerContext) -> Sequence[Proposal] | 
     Stops at first non-None result.
 
     :param context: objective, gates, incumbent and baseline metrics, train feedback,
-        history of every candidate so far, parameter files with their spaces.
+        history of every candidate so far, parameter files with their spaces. Compare
+        candidates by ``record.comparable_value(context.objective)``: a candidate's own
+        metrics were measured beside its incumbent, the baseline's alone.
     """
     raise NotImplementedError
 
