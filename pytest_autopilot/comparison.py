@@ -53,6 +53,11 @@ def loop_comparison(config: AutopilotConfig, payload: Mapping[str, Any]) -> list
     return comparison_rows(config, best, base, statuses)
 
 
+NOTE_POINTS = 2.0
+"""How far apart, in percentage points, the table's change and the paired one may be
+before a note says so."""
+
+
 def paired_note(config: AutopilotConfig, payload: Mapping[str, Any]) -> str | None:
     """The best's change as the loop measured it, side by side with each incumbent, when the
     table's (the baseline measured alone, the best beside another session) differs from it
@@ -74,9 +79,6 @@ def paired_note(config: AutopilotConfig, payload: Mapping[str, Any]) -> str | No
         "side by side with each incumbent (the table compares the baseline measured alone "
         "with the best measured beside another session)"
     )
-
-
-NOTE_POINTS = 2.0
 
 
 def _counterpart(session: SessionResult, metric: Metric) -> Metric | None:
