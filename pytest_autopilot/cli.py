@@ -135,6 +135,8 @@ def _value(cand: Candidate | None, metric: str | None) -> str:
 
     if cand is None or metric is None:
         return ""
+    if cand.paired_value is not None:
+        return f" {metric} {fmt(cand.paired_value)} (paired, on the baseline's scale)"
     entry = cand.metrics.get(metric)
     value = entry.get("value") if isinstance(entry, dict) else None
     return f" {metric} {fmt(value)}" if isinstance(value, (int, float)) else ""
@@ -174,6 +176,13 @@ def cmd_show(repo: Path, args: argparse.Namespace, out: TextIO) -> int:
     ]
     if cand.rationale:
         lines.append(f"rationale: {cand.rationale}")
+    if cand.paired_value is not None:
+        objective = _objective(repo) or "objective"
+        lines.append(
+            f"paired value: {objective} {fmt(cand.paired_value)} (its incumbent's times the "
+            "ratio measured beside it, on the baseline's scale; the metrics below are its own "
+            "session's)"
+        )
     lines.append("metrics:")
     for name, entry in sorted(cand.metrics.items()):
         value = entry.get("value") if isinstance(entry, dict) else None

@@ -29,6 +29,9 @@ class Candidate:
     rationale: str
     metrics: dict[str, Any]
     gates: list[dict[str, Any]] = field(default_factory=list)
+    paired_value: float | None = None
+    """The objective on the baseline's scale, measured beside its incumbent (see
+    :attr:`pytest_autopilot.proposals.CandidateRecord.paired_value`)."""
 
 
 @dataclass
@@ -113,7 +116,14 @@ def _candidate(data: dict[str, Any], gates: dict[str, Any]) -> Candidate:
         rationale=str(data.get("rationale") or ""),
         metrics=metrics if isinstance(metrics, dict) else {},
         gates=[g for g in own_gates or [] if isinstance(g, dict)],
+        paired_value=_paired(data.get("paired_value")),
     )
+
+
+def _paired(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def _status(directory: Path, events: list[dict[str, Any]]) -> str:

@@ -113,3 +113,28 @@ def test_the_record_is_read_defensively(tmp_path: Path) -> None:
     cand = experiment.find("r1c1")
     assert cand is not None and cand.round is None and cand.metrics == {}
     assert experiment.id_of_commit("abc") == "r0"
+
+
+def test_list_and_show_give_the_paired_value_the_loop_decided_on(tmp_path: Path) -> None:
+    """Candidates are measured beside their incumbent, the baseline alone: ``list`` gives the
+    best at its paired value, ``show`` gives both."""
+    from gitrepo import init_repo
+
+    config = '{"experiment": "demo", "objective": {"metric": "t"}, "parameters": []}'
+    repo = init_repo(tmp_path, {"autopilot.yaml": config})
+    record = repo.path / ".autopilot" / "demo"
+    record.mkdir(parents=True)
+    (record / "journal.jsonl").write_text(
+        '{"event": "baseline", "commit": "abc", "metrics": {"t": {"value": 1.0}}}\n'
+        '{"event": "candidate", "id": "r1c1", "round": 1, "commit": "def", "parent": "abc", '
+        '"verdict": "accepted", "metrics": {"t": {"value": 0.65}}, "paired_value": 0.5}\n'
+    )
+    listed = command(repo, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "best r1c1 t 0.5 (paired, on the baseline's scale)" in listed.stdout
+    shown = command(repo, "show", "r1c1")
+    assert shown.returncode == 0, shown.stderr
+    assert "paired value: t 0.5 (its incumbent's times the ratio measured beside it" in (
+        shown.stdout
+    )
+    assert "  t = 0.65" in shown.stdout.splitlines()
