@@ -37,7 +37,8 @@ best-so-far after 5 / 10 evaluations (times the optimum) is ahead of TPE's on th
 (cpu-bound 1.00/1.00 vs 1.20/1.11, contended 1.13/1.06 vs 1.20/1.19, bowl 4.07/2.50 vs
 5.43/4.12) and behind on latency-bound (1.64/1.19 vs 1.34/1.12: the stage model's first move
 assumes decoding scales to 8 threads, and it does not). With the step time only, it is ahead
-at 5 and 10 on all four but needs half of TPE's evaluations on bowl only.
+at 5 on all four and at 10 on all but latency-bound at noise 0.05 (1.13 vs 1.12), but needs
+half of TPE's evaluations on bowl only.
 
 Five seeds are too few to tell: the same benchmark at ``--seeds 5`` once put TPE's median
 on cpu-bound at 8 evaluations (11 at 20 seeds) and the search's with stages at 7 (3). On
