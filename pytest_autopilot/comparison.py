@@ -16,6 +16,7 @@ import pytest
 
 from pytest_autopilot import stats
 from pytest_autopilot.config import AutopilotConfig
+from pytest_autopilot.experiments import paired_value_of
 from pytest_autopilot.proposals import GateStatus
 from pytest_autopilot.results import Metric, SessionResult
 
@@ -63,8 +64,8 @@ def paired_note(config: AutopilotConfig, payload: Mapping[str, Any]) -> str | No
     table's (the baseline measured alone, the best beside another session) differs from it
     by more than :data:`NOTE_POINTS` percentage points."""
     best, base = payload.get("best") or {}, payload.get("baseline") or {}
-    paired = best.get("paired_value")
-    if config.objective is None or not isinstance(paired, (int, float)):
+    paired = paired_value_of(best)
+    if config.objective is None or paired is None:
         return None
     name = config.objective.metric
     try:

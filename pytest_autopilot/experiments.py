@@ -10,6 +10,7 @@ missing or of another type shows as unknown rather than stopping the command.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,14 @@ def _candidate(data: dict[str, Any], gates: dict[str, Any]) -> Candidate:
         rationale=str(data.get("rationale") or ""),
         metrics=metrics if isinstance(metrics, dict) else {},
         gates=[g for g in own_gates or [] if isinstance(g, dict)],
-        paired_value=_paired(data.get("paired_value")),
+        paired_value=paired_value_of(data),
     )
 
 
-def _paired(value: Any) -> float | None:
+def paired_value_of(entry: Any) -> float | None:
+    """A candidate's ``paired_value`` as the loop's JSON (state, journal, payload) holds it;
+    ``None`` when it has none or it is not a number."""
+    value = entry.get("paired_value") if isinstance(entry, Mapping) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None

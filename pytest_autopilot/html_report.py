@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_autopilot.experiments import paired_value_of
 from pytest_autopilot.report import fmt, threshold_text
 
 VERDICT_COLORS = {
@@ -199,9 +200,9 @@ def _value(metrics: Any, name: str | None) -> float | None:
 def _compared(cand: Mapping[str, Any], metric: str | None) -> float | None:
     """The candidate's objective on the baseline's scale: its ``paired_value`` (measured
     side by side with its incumbent) when it has one, else its own measured value."""
-    paired = cand.get("paired_value")
-    if metric is not None and isinstance(paired, (int, float)) and not isinstance(paired, bool):
-        return float(paired)
+    paired = paired_value_of(cand)
+    if metric is not None and paired is not None:
+        return paired
     return _value(cand.get("metrics"), metric)
 
 

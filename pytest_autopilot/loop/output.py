@@ -222,12 +222,8 @@ def payload(
             "commit": state.incumbent.commit,
             "branch": branch,
             "metrics": metrics_json(state.incumbent),
-        }
-        | (
-            {"paired_value": state.incumbent.paired_value}
-            if state.incumbent.paired_value is not None
-            else {}
-        ),
+            "paired_value": state.incumbent.paired_value,
+        },
         "gates": [asdict(s) for s in best_gates],
         "passed": tests_ok and all(s.passed for s in best_gates),
         "usage": usage_total(state.records),
